@@ -1,0 +1,365 @@
+//! The command line. Each subcommand is a few lines that call the library.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::size::human;
+use crate::config::{self, Env, KEYS, LoadOptions, Loaded};
+use crate::exit;
+use crate::service::{self, discovery};
+use crate::shm::{self, Liveness};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chimaera",
+    version,
+    about = "Chimaera distributed task-execution runtime"
+)]
+pub struct Cli {
+    /// Configuration file (default: $CHI_SERVER_CONF, else
+    /// /etc/chimaera/chimaera_config.yaml when present, else built-in defaults).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the runtime daemon in the foreground.
+    Run(RunArgs),
+    /// Stop the running runtime and wait until it is gone.
+    Stop(StopArgs),
+    /// Tell whether the runtime runs (exit 0) or not (exit 3).
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check, show or list the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Override a key, highest precedence: --set workers.sched_threads=4
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait for the runtime to finish.
+    #[arg(long, default_value_t = service::DEFAULT_STOP_TIMEOUT.as_secs())]
+    timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate exactly as the daemon does (file, CHI_* environment, /dev/shm); exit 78 on problems.
+    Check {
+        /// The file to check (default: as for `run`).
+        file: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Print the effective configuration (after the environment) as YAML.
+    Show {
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// List every key: name, environment variable, default, meaning (tab-separated).
+    Keys,
+}
+
+/// Entry point of all three binaries.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 64 } else { exit::OK };
+        }
+    };
+    let opts = |sets: Vec<String>| LoadOptions {
+        config_path: cli.config.clone(),
+        sets,
+    };
+    match cli.command {
+        Command::Run(args) => service::run(opts(args.sets)),
+        Command::Stop(args) => stop(&opts(Vec::new()), Duration::from_secs(args.timeout)),
+        Command::Status { json } => status(&opts(Vec::new()), json),
+        Command::Config(ConfigCommand::Check { file, sets }) => {
+            let mut o = opts(sets);
+            if file.is_some() {
+                o.config_path = file;
+            }
+            config_check(&o)
+        }
+        Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
+        Command::Config(ConfigCommand::Keys) => {
+            let defaults = config::Config::default();
+            for k in KEYS {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    k.path(),
+                    k.env.unwrap_or("-"),
+                    k.get(&defaults),
+                    k.help
+                );
+            }
+            exit::OK
+        }
+    }
+}
+
+/// `chimaera_start_runtime [ARGS]` is `chimaera run [ARGS]`; likewise stop.
+pub fn compat_main(subcommand: &str) -> u8 {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = if args.is_empty() {
+        OsString::from("chimaera")
+    } else {
+        args.remove(0)
+    };
+    let mut full = vec![argv0, OsString::from(subcommand)];
+    full.extend(args);
+    main_with_args(full)
+}
+
+fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
+    config::load(opts, env).map_err(|errors| {
+        service::report_config_errors(&errors);
+        exit::CONFIG
+    })
+}
+
+fn config_check(opts: &LoadOptions) -> u8 {
+    let env = Env::from_process();
+    match config::load_and_check(opts, &env) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("chimaera: warning: {w}");
+            }
+            println!(
+                "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}",
+                loaded.source,
+                loaded.config.workers.sched_threads,
+                human(loaded.config.total_segment_size()),
+                human(loaded.config.memory.shm_size),
+                loaded.config.network.zmq_port
+            );
+            exit::OK
+        }
+        Err(errors) => {
+            service::report_config_errors(&errors);
+            exit::CONFIG
+        }
+    }
+}
+
+fn config_show(opts: &LoadOptions) -> u8 {
+    let env = Env::from_process();
+    match load_or_report(opts, &env) {
+        Ok(loaded) => {
+            print!("{}", config::to_yaml(&loaded));
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// What is known about the runtime a configuration points at.
+enum Found {
+    Running {
+        path: PathBuf,
+        disc: discovery::Discovery,
+        /// Open main segment, to wait on its lock; None when not ours to open.
+        main: Option<std::fs::File>,
+    },
+    Stale {
+        path: PathBuf,
+        disc: discovery::Discovery,
+    },
+    Nowhere {
+        searched: Vec<PathBuf>,
+    },
+}
+
+fn find_runtime(loaded: &Loaded, env: &Env) -> Result<Found, String> {
+    let (path, disc) = match discovery::find(loaded, env) {
+        Ok(found) => found,
+        Err(searched) => return Ok(Found::Nowhere { searched }),
+    };
+    match shm::probe(&disc.segments.main).map_err(|e| e.to_string())? {
+        Liveness::Alive { header, file } => {
+            if let Some(h) = header.filter(|h| h.ready) {
+                h.check(&disc.segments.main).map_err(|e| e.to_string())?;
+            }
+            Ok(Found::Running {
+                path,
+                disc,
+                main: Some(file),
+            })
+        }
+        Liveness::NoAccess if crate::sys::pid_alive(disc.pid) => Ok(Found::Running {
+            path,
+            disc,
+            main: None,
+        }),
+        Liveness::Dead { .. } | Liveness::Absent | Liveness::NoAccess => {
+            Ok(Found::Stale { path, disc })
+        }
+    }
+}
+
+fn not_running_message(found: &Found) -> String {
+    match found {
+        Found::Nowhere { searched } => format!(
+            "chimaera is not running (no discovery file in {})",
+            searched
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Found::Stale { path, disc } => format!(
+            "chimaera is not running (stale discovery file {} from pid {}, which is gone; the next start reclaims its segments)",
+            path.display(),
+            disc.pid
+        ),
+        Found::Running { .. } => unreachable!("only called when not running"),
+    }
+}
+
+fn status(opts: &LoadOptions, json: bool) -> u8 {
+    let env = Env::from_process();
+    let loaded = match load_or_report(opts, &env) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let found = match find_runtime(&loaded, &env) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let Found::Running { path, disc, .. } = &found else {
+        if json {
+            let (stale_pid, file) = match &found {
+                Found::Stale { path, disc } => (Some(disc.pid), Some(path.display().to_string())),
+                _ => (None, None),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"running": false, "stale_pid": stale_pid, "discovery_file": file,
+                    "main_segment": loaded.names.main})
+            );
+        } else {
+            println!("{}", not_running_message(&found));
+        }
+        return exit::NOT_RUNNING;
+    };
+    let uptime_s = crate::unix_ms().saturating_sub(disc.started_unix_ms) / 1000;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "running": true,
+                "pid": disc.pid,
+                "version": disc.version,
+                "layout_version": disc.layout_version,
+                "node_id": disc.node_id,
+                "zmq_port": disc.zmq_port,
+                "uptime_s": uptime_s,
+                "started_unix_ms": disc.started_unix_ms,
+                "config": disc.config,
+                "log_file": disc.log_file,
+                "discovery_file": path.display().to_string(),
+                "segments": {
+                    "main": {"name": disc.segments.main, "size": disc.segment_sizes[0]},
+                    "client_data": {"name": disc.segments.client_data, "size": disc.segment_sizes[1]},
+                    "runtime_data": {"name": disc.segments.runtime_data, "size": disc.segment_sizes[2]},
+                },
+            })
+        );
+    } else {
+        println!(
+            "chimaera is running (pid {}, version {}, up {}s)",
+            disc.pid, disc.version, uptime_s
+        );
+        println!(
+            "  node {}, zmq port {}, config {}",
+            disc.node_id, disc.zmq_port, disc.config
+        );
+        println!(
+            "  segments {} ({}), {} ({}), {} ({})",
+            disc.segments.main,
+            human(disc.segment_sizes[0]),
+            disc.segments.client_data,
+            human(disc.segment_sizes[1]),
+            disc.segments.runtime_data,
+            human(disc.segment_sizes[2])
+        );
+        println!("  discovery file {}", path.display());
+    }
+    exit::OK
+}
+
+fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
+    let env = Env::from_process();
+    let loaded = match load_or_report(opts, &env) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let found = match find_runtime(&loaded, &env) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let Found::Running { disc, main, .. } = found else {
+        eprintln!("chimaera: {}", not_running_message(&found));
+        return exit::NOT_RUNNING;
+    };
+    if let Err(e) = crate::sys::send_signal(disc.pid, libc::SIGTERM) {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            eprintln!(
+                "chimaera: not allowed to stop the runtime (pid {}, uid {}): run as root or as its user",
+                disc.pid, disc.uid
+            );
+            return exit::NOPERM;
+        }
+        eprintln!(
+            "chimaera: cannot signal the runtime (pid {}): {e}",
+            disc.pid
+        );
+        return exit::UNAVAILABLE;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let gone = match &main {
+            Some(file) => shm::released(file),
+            None => !crate::sys::pid_alive(disc.pid),
+        };
+        if gone {
+            println!("chimaera stopped (pid {})", disc.pid);
+            return exit::OK;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "chimaera: the runtime (pid {}) is still running {}s after SIGTERM; see its log, or `kill -9 {}` as a last resort",
+                disc.pid,
+                timeout.as_secs(),
+                disc.pid
+            );
+            return exit::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

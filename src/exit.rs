@@ -1,0 +1,18 @@
+//! Exit codes. The daemon follows sysexits(3); `status` follows the LSB
+//! init-script convention, which systemd and health checks understand.
+
+/// Clean stop, or the command did what was asked.
+pub const OK: u8 = 0;
+/// `stop` gave up waiting.
+pub const FAILURE: u8 = 1;
+/// `status`/`stop`: no runtime is running (LSB "program is not running").
+pub const NOT_RUNNING: u8 = 3;
+/// EX_UNAVAILABLE: a needed resource is missing or taken (already running,
+/// port in use, shared memory unusable).
+pub const UNAVAILABLE: u8 = 69;
+/// EX_SOFTWARE: an internal error.
+pub const SOFTWARE: u8 = 70;
+/// EX_NOPERM: not allowed to signal the runtime.
+pub const NOPERM: u8 = 77;
+/// EX_CONFIG: the configuration is wrong; nothing was started.
+pub const CONFIG: u8 = 78;

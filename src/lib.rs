@@ -1,0 +1,21 @@
+//! chimaera: a distributed task-execution runtime.
+//!
+//! The crate is laid out by concern: [`config`] is pure (parsing and
+//! validation, no I/O beyond reading the file), [`shm`] owns the shared-memory
+//! segments, [`service`] is the daemon's life cycle (signals, sd_notify,
+//! logging, discovery), and [`cli`] maps subcommands onto them.
+
+pub mod config;
+pub mod shm;
+pub mod sys;
+
+/// Milliseconds since the Unix epoch, for records other processes read.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+pub mod cli;
+pub mod exit;
+pub mod net;
+pub mod service;

@@ -1,0 +1,87 @@
+//! The discovery file: how clients, `chimaera status` and `chimaera stop` find
+//! a running runtime. It lives in the run directory and is named after the
+//! main segment, so several runtimes can share one directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Env, Loaded, SegmentNames, default_run_dirs};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// Release of the runtime that wrote the file.
+    pub version: String,
+    /// Shared-memory layout version; a client of another layout refuses.
+    pub layout_version: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub node_id: u32,
+    pub zmq_port: u16,
+    pub started_unix_ms: u64,
+    /// Where the configuration came from.
+    pub config: String,
+    pub log_file: String,
+    pub segments: SegmentNames,
+    pub segment_sizes: [u64; 3],
+}
+
+pub fn file_name(main_segment: &str) -> String {
+    format!("{main_segment}.toml")
+}
+
+/// Writes the file atomically (a reader never sees half of it), readable by
+/// all: it holds names, not secrets; the segments' own modes guard access.
+pub fn write(dir: &Path, d: &Discovery) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let path = dir.join(file_name(&d.segments.main));
+    let tmp = dir.join(format!(".{}.{}", file_name(&d.segments.main), d.pid));
+    let text = toml::to_string(d).map_err(std::io::Error::other)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    f.write_all(b"# written by the chimaera runtime; removed when it stops\n")?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+pub fn read(path: &Path) -> Result<Discovery, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| format!("{} is not a chimaera discovery file: {e}", path.display()))
+}
+
+/// The directories to look in, for the configuration a client loaded.
+pub fn search_dirs(loaded: &Loaded, env: &Env) -> Vec<PathBuf> {
+    if loaded.run_dir_configured {
+        vec![loaded.run_dir.clone()]
+    } else {
+        default_run_dirs(env)
+    }
+}
+
+/// Finds the discovery file for the loaded configuration's main segment.
+pub fn find(loaded: &Loaded, env: &Env) -> Result<(PathBuf, Discovery), Vec<PathBuf>> {
+    let dirs = search_dirs(loaded, env);
+    for dir in &dirs {
+        let path = dir.join(file_name(&loaded.names.main));
+        if path.is_file()
+            && let Ok(d) = read(&path)
+        {
+            return Ok((path, d));
+        }
+    }
+    Err(dirs)
+}

@@ -1,0 +1,314 @@
+//! The daemon's life: validate, create, announce, serve, stop, clean up.
+//!
+//! Start order (as in the original runtime, minus its faults): configuration
+//! → shared-memory segments → network endpoint → discovery file → READY=1.
+//! A failure at any step undoes the steps before it and exits with a code that
+//! says which kind of failure it was.
+
+pub mod discovery;
+pub mod log;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use slog::{error, info, warn};
+
+use crate::config::size::human;
+use crate::config::{self, Env, LoadOptions, Loaded, changed_keys};
+use crate::exit;
+use crate::net::Endpoint;
+use crate::shm::{Access, Segments};
+
+/// Tells systemd (when NOTIFY_SOCKET is set) how the start is going. Failures
+/// to notify are not worth stopping for, but are logged.
+fn notify(log: &slog::Logger, states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(log, "cannot notify the service manager"; "error" => %e);
+    }
+}
+
+fn status_line(loaded: &Loaded) -> String {
+    format!(
+        "running: segments {} ({}), zmq port {}, {} node(s)",
+        loaded.names.main,
+        human(loaded.config.total_segment_size()),
+        loaded.config.network.zmq_port,
+        loaded.hosts.len().max(1),
+    )
+}
+
+/// Sends WATCHDOG=1 at half the interval systemd asked for, until told to stop.
+fn start_watchdog(log: &slog::Logger) -> Option<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
+    let timeout = sd_notify::watchdog_enabled()?;
+    let every = timeout / 2;
+    info!(log, "systemd watchdog enabled"; "timeout_ms" => timeout.as_millis() as u64);
+    let (tx, rx) = mpsc::channel::<()>();
+    let wlog = log.clone();
+    let handle = thread::Builder::new()
+        .name("chi-watchdog".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                notify(&wlog, &[NotifyState::Watchdog]);
+            }
+        })
+        .ok()?;
+    Some((tx, handle))
+}
+
+struct Running {
+    opts: LoadOptions,
+    loaded: Loaded,
+    log: slog::Logger,
+    log_handle: log::LogHandle,
+}
+
+impl Running {
+    /// SIGHUP: re-read the configuration; apply what can change live (log
+    /// level, log file, which is also reopened for logrotate) and say what
+    /// needs a restart. A configuration that no longer validates is refused
+    /// and the running one kept.
+    fn reload(&mut self) {
+        let monotonic = NotifyState::monotonic_usec_now().ok();
+        let mut states = vec![
+            NotifyState::Reloading,
+            NotifyState::Status("reloading configuration"),
+        ];
+        states.extend(monotonic);
+        notify(&self.log, &states);
+        info!(self.log, "SIGHUP: reloading configuration"; "source" => %self.loaded.source);
+        match config::load(&self.opts, &Env::from_process()) {
+            Err(errors) => {
+                for p in &errors.0 {
+                    error!(
+                        self.log,
+                        "reload refused, keeping the running configuration: {}", p
+                    );
+                }
+            }
+            Ok(new) => {
+                for (key, old, now) in changed_keys(&self.loaded.config, &new.config) {
+                    if key.live {
+                        info!(self.log, "applied {} = {} (was {})", key.path(), now, old);
+                    } else {
+                        warn!(
+                            self.log,
+                            "{} changed from {} to {}; restart chimaera to apply it",
+                            key.path(),
+                            old,
+                            now
+                        );
+                    }
+                }
+                self.log_handle.set_level(new.config.logging.level);
+                self.loaded.config.logging = new.config.logging;
+            }
+        }
+        if let Err(e) = self.log_handle.reopen(&self.loaded.config.logging.file) {
+            warn!(self.log, "{}", e);
+        }
+        notify(
+            &self.log,
+            &[
+                NotifyState::Ready,
+                NotifyState::Status(&status_line(&self.loaded)),
+            ],
+        );
+    }
+}
+
+/// Prints each problem on its own line, naming the key.
+pub fn report_config_errors(errors: &config::ConfigErrors) {
+    for p in &errors.0 {
+        eprintln!("chimaera: configuration error: {p}");
+    }
+}
+
+/// `chimaera run`: the daemon in the foreground. Returns the exit code.
+pub fn run(opts: LoadOptions) -> u8 {
+    let env = Env::from_process();
+    let loaded = match config::load_and_check(&opts, &env) {
+        Ok(l) => l,
+        Err(errors) => {
+            report_config_errors(&errors);
+            return exit::CONFIG;
+        }
+    };
+    let (log, log_handle, log_problem) =
+        log::init(loaded.config.logging.level, &loaded.config.logging.file);
+    if let Some(p) = log_problem {
+        warn!(log, "{}", p);
+    }
+    for w in &loaded.warnings {
+        warn!(log, "{}", w);
+    }
+    // Before anything exists, so that a signal during start-up is handled by
+    // the loop below (and cleans up) instead of killing a half-built runtime.
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(log, "cannot install signal handlers: {}", e);
+            return exit::SOFTWARE;
+        }
+    };
+    info!(log, "chimaera {} starting", env!("CARGO_PKG_VERSION");
+        "pid" => std::process::id(), "config" => %loaded.source);
+
+    notify(&log, &[NotifyState::Status("creating shared memory")]);
+    let gid = match loaded.config.shared_memory.group.as_str() {
+        "" => None,
+        g => crate::sys::group_id(g),
+    };
+    let m = &loaded.config.memory;
+    let segments = match Segments::create(
+        &loaded.names,
+        [
+            m.main_segment_size,
+            m.client_data_segment_size,
+            m.runtime_data_segment_size,
+        ],
+        Access { gid },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(log, "{}", e);
+            return exit::UNAVAILABLE;
+        }
+    };
+    for r in &segments.reclaimed {
+        match r.previous_pid {
+            Some(pid) => warn!(
+                log,
+                "reclaimed stale segment {} left by dead runtime pid {}", r.segment, pid
+            ),
+            None => warn!(
+                log,
+                "reclaimed stale segment {} (no readable header)", r.segment
+            ),
+        }
+    }
+    for s in segments.all() {
+        info!(
+            log,
+            "created {} segment {} ({}), mode {:o}",
+            s.kind().label(),
+            s.name(),
+            human(s.len()),
+            Access { gid }.mode()
+        );
+    }
+
+    notify(&log, &[NotifyState::Status("binding the network endpoint")]);
+    let endpoint = match Endpoint::bind(loaded.config.network.zmq_port) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(log, "{}", e);
+            return exit::UNAVAILABLE;
+        }
+    };
+    info!(
+        log,
+        "listening for other nodes on tcp port {}", endpoint.port
+    );
+    if !loaded.hosts.is_empty() {
+        info!(
+            log,
+            "hostfile {} lists {} node(s)",
+            loaded.config.network.hostfile,
+            loaded.hosts.len()
+        );
+    }
+
+    let disc = discovery::Discovery {
+        version: env!("CARGO_PKG_VERSION").into(),
+        layout_version: crate::shm::LAYOUT_VERSION,
+        pid: std::process::id(),
+        uid: crate::sys::euid(),
+        node_id: 0,
+        zmq_port: endpoint.port,
+        started_unix_ms: crate::unix_ms(),
+        config: loaded.source.to_string(),
+        log_file: loaded.config.logging.file.clone(),
+        segments: loaded.names.clone(),
+        segment_sizes: segments.all().map(|s| s.len()),
+    };
+    let disc_path: PathBuf = match discovery::write(&loaded.run_dir, &disc) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(
+                log,
+                "cannot write the discovery file in {}: {}; set runtime.run_dir (CHI_RUN_DIR) to a writable directory",
+                loaded.run_dir.display(),
+                e
+            );
+            return exit::UNAVAILABLE;
+        }
+    };
+    info!(log, "discovery file {}", disc_path.display());
+
+    let watchdog = start_watchdog(&log);
+    let mut running = Running {
+        opts,
+        loaded,
+        log: log.clone(),
+        log_handle,
+    };
+    notify(
+        &log,
+        &[
+            NotifyState::Ready,
+            NotifyState::Status(&status_line(&running.loaded)),
+        ],
+    );
+    info!(log, "chimaera runtime ready"; "pid" => std::process::id());
+
+    let mut stop_signal = "";
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => running.reload(),
+            SIGTERM => {
+                stop_signal = "SIGTERM";
+                break;
+            }
+            _ => {
+                stop_signal = "SIGINT";
+                break;
+            }
+        }
+    }
+    notify(
+        &log,
+        &[NotifyState::Stopping, NotifyState::Status("stopping")],
+    );
+    info!(log, "{} received: stopping", stop_signal);
+    if let Some((tx, handle)) = watchdog {
+        drop(tx);
+        let _ = handle.join();
+    }
+    // Discovery first: a client must not find a runtime that is going away.
+    if let Err(e) = std::fs::remove_file(&disc_path) {
+        warn!(
+            log,
+            "cannot remove discovery file {}: {}",
+            disc_path.display(),
+            e
+        );
+    }
+    drop(endpoint);
+    let names: Vec<String> = segments
+        .all()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    drop(segments);
+    info!(log, "removed segments {}", names.join(", "));
+    info!(log, "chimaera runtime stopped");
+    exit::OK
+}
+
+/// How long `chimaera stop` waits by default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
