@@ -520,3 +520,177 @@ diff /tmp/before /tmp/after && echo 'PURGE CLEAN'
     );
     assert!(logs.contains("PURGE CLEAN"), "{logs}");
 }
+
+/// The packaged unit under a real systemd (252, bookworm's), PID 1 of a
+/// container: postinst enables and starts it; Type=notify readiness and
+/// STATUS=, the sandbox (PrivateDevices, PrivateUsers, …) with segments
+/// shared with group `chimaera` through the host's /dev/shm, WATCHDOG=1,
+/// reload by SIGHUP, a bad config stopping after ExecStartPre without a
+/// restart loop, a clean stop, and purge under systemd.
+#[test]
+fn systemd_runs_the_packaged_unit() {
+    if skip_without_docker("systemd_runs_the_packaged_unit") {
+        return;
+    }
+    deploy::base_image();
+    let deb = deploy::deb();
+    let image = "chimaera-systemd-test:latest";
+    {
+        let _guard = deploy::lock("systemd-image");
+        let ctx = tempfile::tempdir_in(deploy::work_dir()).unwrap();
+        fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM debian:bookworm-slim\n\
+             RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd systemd-sysv \
+             && rm -rf /var/lib/apt/lists/* && rm -f /usr/sbin/policy-rc.d\n\
+             CMD [\"/lib/systemd/systemd\"]\n",
+        )
+        .unwrap();
+        run(
+            900,
+            &[
+                "docker",
+                "build",
+                "-q",
+                "-t",
+                image,
+                ctx.path().to_str().unwrap(),
+            ],
+        )
+        .expect_ok();
+    }
+    // systemd as PID 1 needs CAP_SYS_ADMIN (mount namespaces for the
+    // sandbox), a writable cgroup tree and tmpfs on /run; --privileged is
+    // not needed (and not allowed on every engine).
+    let c = Container::start(
+        "systemd",
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--cgroupns=host",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "--shm-size=256m",
+            image,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = c.exec(&["systemctl", "is-system-running"]);
+        if matches!(r.stdout.trim(), "running" | "degraded") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "systemd did not boot: {}\n{}",
+            r.describe(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    run(
+        120,
+        &[
+            "docker",
+            "cp",
+            deb.to_str().unwrap(),
+            &format!("{}:/root/chimaera.deb", c.name),
+        ],
+    )
+    .expect_ok();
+
+    let script = r#"
+set -eu
+fail() { echo "FAILED: $*"; journalctl -u chimaera --no-pager | tail -n 30; exit 1; }
+prop() { systemctl show -p "$1" --value chimaera; }
+wait_for() { i=0; until eval "$1"; do i=$((i + 1)); [ "$i" -lt 60 ] || fail "timeout: $1"; sleep 0.5; done; }
+# Segments that fit the container's 256 MiB /dev/shm; the unit reads this.
+printf '%s\n' CHI_MAIN_SEGMENT_SIZE=32M CHI_CLIENT_DATA_SEGMENT_SIZE=16M \
+    CHI_RUNTIME_DATA_SEGMENT_SIZE=16M CHI_SHM_SIZE=64M CHI_SCHED_WORKERS=2 >/etc/default/chimaera
+
+echo '== install (postinst enables and starts the unit)'
+apt-get install -y -qq /root/chimaera.deb >/dev/null 2>&1 || fail "apt-get install"
+[ "$(systemctl is-enabled chimaera)" = enabled ] || fail "not enabled"
+wait_for '[ "$(systemctl is-active chimaera)" = active ]'
+echo "active, status: $(prop StatusText)"
+[ -n "$(prop StatusText)" ] || fail "no STATUS= from the daemon"
+stat -c '%U:%G %a %n' /dev/shm/chi_main_segment
+echo "exposure: $(systemd-analyze security chimaera --no-pager | tail -n 1)"
+
+echo '== group chimaera may use it, others may not'
+useradd -G chimaera alice && useradd bob
+runuser -u alice -- chimaera status >/dev/null || fail "alice (group chimaera) cannot see the runtime"
+if runuser -u bob -- chimaera status >/dev/null 2>&1; then fail "bob (not in the group) sees the runtime"; fi
+echo 'group access OK'
+
+echo '== watchdog (WatchdogSec=2s drop-in: a silent daemon would be killed)'
+mkdir -p /etc/systemd/system/chimaera.service.d
+printf '[Service]\nWatchdogSec=2s\n' >/etc/systemd/system/chimaera.service.d/watchdog.conf
+systemctl daemon-reload && systemctl restart chimaera
+pid=$(prop MainPID); sleep 7
+[ "$(prop MainPID)" = "$pid" ] && [ "$(prop NRestarts)" = 0 ] && [ "$(systemctl is-active chimaera)" = active ] \
+    || fail "watchdog killed the daemon"
+echo 'watchdog OK'
+
+echo '== reload'
+systemctl reload chimaera || fail "reload"
+[ "$(prop MainPID)" = "$pid" ] || fail "reload restarted the daemon"
+journalctl -u chimaera --no-pager | grep -q SIGHUP || fail "no SIGHUP in the journal"
+echo 'reload OK'
+
+echo '== bad config: ExecStartPre refuses it, no endless restarts'
+cp /etc/chimaera/chimaera_config.yaml /root/good.yaml
+sed -i 's/sched_threads: 8/sched_threads: abc/' /etc/chimaera/chimaera_config.yaml
+if systemctl restart chimaera 2>/dev/null; then fail "started with a bad config"; fi
+wait_for '[ "$(systemctl is-active chimaera)" = failed ]'
+journalctl -u chimaera --no-pager | grep -q 'chimaera_config.yaml:[0-9]*:[0-9]*: workers.sched_threads' || fail "no file:line:col"
+echo "bad config OK after $(prop NRestarts) restarts"
+cp /root/good.yaml /etc/chimaera/chimaera_config.yaml
+systemctl reset-failed chimaera && systemctl start chimaera
+
+echo '== stop'
+systemctl stop chimaera
+[ "$(prop Result)" = success ] && [ "$(prop ExecMainStatus)" = 0 ] || fail "unclean stop"
+journalctl -u chimaera --no-pager | grep -q 'stopped' || fail "no stopped line"
+if ls /dev/shm/chi_* 2>/dev/null; then fail "segments left"; fi
+[ ! -e /run/chimaera ] || fail "runtime directory left"
+echo 'stop OK'
+
+echo '== purge (running service)'
+# What the administrator (this test) added is not the package's to remove.
+rm -rf /etc/systemd/system/chimaera.service.d /etc/default/chimaera
+gpasswd -d alice chimaera >/dev/null
+systemctl daemon-reload
+printf '%s\n' CHI_MAIN_SEGMENT_SIZE=32M CHI_CLIENT_DATA_SEGMENT_SIZE=16M \
+    CHI_RUNTIME_DATA_SEGMENT_SIZE=16M CHI_SHM_SIZE=64M >/run/chimaera-env
+systemctl set-environment $(cat /run/chimaera-env)
+systemctl start chimaera
+apt-get purge -y -qq chimaera >/dev/null 2>&1 || fail "purge"
+[ "$(systemctl is-active chimaera)" != active ] || fail "still running after purge"
+if getent passwd chimaera || getent group chimaera; then fail "user or group left"; fi
+left=$(find / -xdev -name '*chimaera*' -not -path '/proc/*' -not -path '/root/*' 2>/dev/null)
+[ -z "$left" ] || fail "left after purge: $left"
+echo 'SYSTEMD OK'
+"#;
+    let r = c.exec(&["sh", "-c", script]);
+    assert!(
+        r.ok() && r.stdout.contains("SYSTEMD OK"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout
+            .contains("chimaera:chimaera 660 /dev/shm/chi_main_segment"),
+        "{}",
+        r.stdout
+    );
+    eprintln!("{}", r.stdout);
+}
