@@ -88,6 +88,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
     let opts = |sets: Vec<String>| LoadOptions {
         config_path: cli.config.clone(),
         sets,
+        ..LoadOptions::default()
     };
     match cli.command {
         Command::Run(args) => service::run(opts(args.sets)),

@@ -548,10 +548,22 @@ pub struct Loaded {
 }
 
 /// What to load: the `--config` file and `--set` flags of the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub config_path: Option<PathBuf>,
     pub sets: Vec<String>,
+    /// The conffile used when nothing names a file; None never looks.
+    pub system_config: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            config_path: None,
+            sets: Vec::new(),
+            system_config: Some(PathBuf::from(SYSTEM_CONFIG_PATH)),
+        }
+    }
 }
 
 /// The user the `${USER}` of segment names stands for: $USER, else the name of
@@ -826,8 +838,7 @@ pub fn config_file(opts: &LoadOptions, env: &Env) -> Result<Option<PathBuf>, Pro
             "config file",
         );
     }
-    let system = PathBuf::from(SYSTEM_CONFIG_PATH);
-    Ok(system.is_file().then_some(system))
+    Ok(opts.system_config.clone().filter(|p| p.is_file()))
 }
 
 /// Reads, overlays and validates the configuration. All problems are
@@ -1131,3 +1142,6 @@ pub fn load_and_check(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErr
         .map_err(|p| ConfigErrors(vec![p]))?;
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use slog::{error, info, warn};
+use slog::{debug, error, info, warn};
 
 use crate::config::size::human;
 use crate::config::{self, Env, LoadOptions, Loaded, changed_keys};
@@ -111,6 +111,7 @@ impl Running {
         if let Err(e) = self.log_handle.reopen(&self.loaded.config.logging.file) {
             warn!(self.log, "{}", e);
         }
+        debug!(self.log, "reload complete"; "level" => %self.loaded.config.logging.level);
         notify(
             &self.log,
             &[

@@ -1,0 +1,407 @@
+use super::*;
+use std::io::Write;
+
+fn write_temp(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn load_yaml(text: &str, env: &Env) -> Result<Loaded, ConfigErrors> {
+    let f = write_temp(text);
+    load(
+        &LoadOptions {
+            config_path: Some(f.path().to_path_buf()),
+            ..isolated()
+        },
+        env,
+    )
+}
+
+/// Options that never read the machine's /etc/chimaera.
+fn isolated() -> LoadOptions {
+    LoadOptions {
+        config_path: None,
+        sets: vec![],
+        system_config: None,
+    }
+}
+
+fn no_env() -> Env {
+    Env::from_pairs([("USER", "tester")])
+}
+
+/// A valid value for every key (as YAML text, as its stored form) that
+/// differs from the default and keeps the cross-key rules satisfied.
+fn sample(key: &Key, hostfile: &str) -> (String, String) {
+    match key.path().as_str() {
+        "memory.shm_size" => ("4G".into(), (4u64 << 30).to_string()),
+        "memory.main_segment_size" => ("64M".into(), (64u64 << 20).to_string()),
+        "memory.client_data_segment_size" | "memory.runtime_data_segment_size" => {
+            ("2M".into(), (2u64 << 20).to_string())
+        }
+        "network.hostfile" => (hostfile.into(), hostfile.into()),
+        "logging.level" => ("debug".into(), "debug".into()),
+        "logging.file" => ("/tmp/x/chimaera.log".into(), "/tmp/x/chimaera.log".into()),
+        "performance.stack_size" => ("128K".into(), "131072".into()),
+        "performance.lane_map_policy" => ("map_by_pid_tid".into(), "map_by_pid_tid".into()),
+        "shared_memory.group" => ("root".into(), "root".into()),
+        "runtime.run_dir" => ("/tmp/chi-run".into(), "/tmp/chi-run".into()),
+        p if p.ends_with("_segment_name") => (
+            format!("t_{}_${{USER}}", key.name),
+            format!("t_{}_${{USER}}", key.name),
+        ),
+        _ => match key.kind {
+            Kind::Count { min, .. } | Kind::Millis { min, .. } => {
+                ((min + 2).to_string(), (min + 2).to_string())
+            }
+            Kind::Port => ("6123".into(), "6123".into()),
+            _ => panic!("no sample for {}", key.path()),
+        },
+    }
+}
+
+#[test]
+fn defaults_file_equals_builtin_defaults() {
+    let from_walker = load_yaml(DEFAULT_YAML, &no_env()).unwrap();
+    assert_eq!(from_walker.config, Config::default());
+    // And a strict serde reading of the same file agrees, so the file has
+    // every key and nothing else.
+    let from_serde: Config = serde_saphyr::from_str(DEFAULT_YAML).unwrap();
+    assert_eq!(from_serde, Config::default());
+}
+
+#[test]
+fn seed_readme_example_is_accepted() {
+    let seed = r#"
+workers:
+  sched_threads: 8
+  process_reaper_threads: 1
+memory:
+  main_segment_size: 1073741824      # 1GB
+  client_data_segment_size: 536870912 # 512MB
+  runtime_data_segment_size: 536870912 # 512MB
+network:
+  zmq_port: 5555
+logging:
+  level: "info"
+  file: "/var/log/chimaera/chimaera.log"
+performance:
+  stack_size: 65536
+  queue_depth: 10000
+  lane_map_policy: "round_robin"
+shared_memory:
+  main_segment_name: "chi_main_segment_${USER}"
+  client_data_segment_name: "chi_client_data_segment_${USER}"
+  runtime_data_segment_name: "chi_runtime_data_segment_${USER}"
+runtime:
+  heartbeat_interval: 1000
+  task_timeout: 30000
+"#;
+    let loaded = load_yaml(seed, &no_env()).unwrap();
+    assert_eq!(loaded.config, Config::default());
+    assert_eq!(loaded.names.main, "chi_main_segment_tester");
+}
+
+#[test]
+fn every_key_is_read_from_yaml() {
+    let hosts = write_temp("127.0.0.1\n");
+    let hostfile = hosts.path().to_str().unwrap();
+    for key in KEYS {
+        let (text, stored) = sample(key, hostfile);
+        let yaml = format!("{}:\n  {}: \"{}\"\n", key.section, key.name, text);
+        let yaml = match key.kind {
+            // Numbers must be written as numbers.
+            Kind::Count { .. } | Kind::Millis { .. } | Kind::Port => yaml.replace('"', ""),
+            _ => yaml,
+        };
+        let loaded = load_yaml(&yaml, &no_env()).unwrap_or_else(|e| panic!("{}: {e}", key.path()));
+        assert_eq!(key.get(&loaded.config), stored, "{}", key.path());
+        assert_ne!(
+            key.get(&Config::default()),
+            stored,
+            "sample for {} equals the default",
+            key.path()
+        );
+    }
+}
+
+#[test]
+fn every_env_variable_overrides_the_file() {
+    let hosts = write_temp("127.0.0.1\n");
+    let hostfile = hosts.path().to_str().unwrap();
+    let mut with_env = 0;
+    for key in KEYS {
+        let Some(var) = key.env else { continue };
+        with_env += 1;
+        let (text, stored) = sample(key, hostfile);
+        let env = Env::from_pairs([("USER", "tester"), (var, text.as_str())]);
+        let loaded = load_yaml("", &env).unwrap_or_else(|e| panic!("{var}: {e}"));
+        assert_eq!(key.get(&loaded.config), stored, "{var}");
+    }
+    // The seed's table has 14 variables; CHI_SERVER_CONF names the file
+    // rather than a key, so 13 of them are keys, plus our additions.
+    let seed = [
+        "CHI_SCHED_WORKERS",
+        "CHI_PROCESS_REAPER_WORKERS",
+        "CHI_MAIN_SEGMENT_SIZE",
+        "CHI_CLIENT_DATA_SEGMENT_SIZE",
+        "CHI_RUNTIME_DATA_SEGMENT_SIZE",
+        "CHI_ZMQ_PORT",
+        "CHI_LOG_LEVEL",
+        "CHI_STACK_SIZE",
+        "CHI_QUEUE_DEPTH",
+        "CHI_HEARTBEAT_INTERVAL",
+        "CHI_TASK_TIMEOUT",
+        "CHI_SHM_SIZE",
+        "CHI_HOSTFILE",
+    ];
+    for var in seed {
+        assert!(
+            KEYS.iter().any(|k| k.env == Some(var)),
+            "{var} is not a key's variable"
+        );
+    }
+    assert!(with_env >= seed.len());
+}
+
+#[test]
+fn chi_server_conf_names_the_file() {
+    let f = write_temp("workers:\n  sched_threads: 3\n");
+    let env = Env::from_pairs([("USER", "t"), (SERVER_CONF_ENV, f.path().to_str().unwrap())]);
+    let loaded = load(&isolated(), &env).unwrap();
+    assert_eq!(loaded.config.workers.sched_threads, 3);
+    assert_eq!(loaded.source, ConfigSource::File(f.path().to_path_buf()));
+    // --config wins over CHI_SERVER_CONF.
+    let g = write_temp("workers:\n  sched_threads: 5\n");
+    let opts = LoadOptions {
+        config_path: Some(g.path().to_path_buf()),
+        ..isolated()
+    };
+    assert_eq!(load(&opts, &env).unwrap().config.workers.sched_threads, 5);
+    // A named file that is missing is an error, not a silent fallback.
+    let env = Env::from_pairs([(SERVER_CONF_ENV, "/nonexistent/chimaera.yaml")]);
+    let err = load(&isolated(), &env).unwrap_err();
+    assert!(err.to_string().contains("CHI_SERVER_CONF"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/chimaera.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn precedence_defaults_file_env_flags() {
+    let f = write_temp(
+        "workers:\n  sched_threads: 3\n  process_reaper_threads: 2\nruntime:\n  task_timeout: 500\n",
+    );
+    let env = Env::from_pairs([
+        ("USER", "t"),
+        ("CHI_SCHED_WORKERS", "4"),
+        ("CHI_TASK_TIMEOUT", "600"),
+    ]);
+    let opts = LoadOptions {
+        config_path: Some(f.path().to_path_buf()),
+        sets: vec!["runtime.task_timeout=700".into()],
+        ..isolated()
+    };
+    let c = load(&opts, &env).unwrap().config;
+    assert_eq!(c.workers.sched_threads, 4, "env beats file");
+    assert_eq!(c.workers.process_reaper_threads, 2, "file beats default");
+    assert_eq!(c.runtime.task_timeout, 700, "flag beats env");
+    assert_eq!(c.runtime.heartbeat_interval, 1000, "default stays");
+}
+
+#[test]
+fn sizes_take_suffixes_everywhere() {
+    let env = Env::from_pairs([
+        ("USER", "t"),
+        ("CHI_MAIN_SEGMENT_SIZE", "1G"),
+        ("CHI_SHM_SIZE", "2147483648"),
+    ]);
+    let c = load_yaml(
+        "memory:\n  client_data_segment_size: 512M\n  runtime_data_segment_size: 524288K\n",
+        &env,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.memory.main_segment_size, 1073741824);
+    assert_eq!(c.memory.client_data_segment_size, 536870912);
+    assert_eq!(c.memory.runtime_data_segment_size, 536870912);
+    assert_eq!(c.memory.shm_size, 2147483648);
+}
+
+#[test]
+fn user_expansion_is_never_empty() {
+    let l = load(&isolated(), &Env::from_pairs([("USER", "alice")])).unwrap();
+    assert_eq!(l.names.main, "chi_main_segment_alice");
+    assert_eq!(l.names.client_data, "chi_client_data_segment_alice");
+    assert_eq!(l.names.runtime_data, "chi_runtime_data_segment_alice");
+    for env in [Env::default(), Env::from_pairs([("USER", "")])] {
+        let user = current_user(&env);
+        assert!(!user.is_empty());
+        let uid = crate::sys::euid();
+        let expected = crate::sys::user_name(uid).unwrap_or_else(|| uid.to_string());
+        assert_eq!(user, expected);
+        let l = load(&isolated(), &env).unwrap();
+        assert_eq!(l.names.main, format!("chi_main_segment_{expected}"));
+    }
+}
+
+#[test]
+fn all_problems_are_reported_with_locations() {
+    let text = "workers:\n  sched_threads: 0\n  bogus: 1\nlogging:\n  level: loud\nperformance:\n  queue_depth: -5\n";
+    let env = Env::from_pairs([("USER", "t"), ("CHI_ZMQ_PORT", "99999")]);
+    let errs = load_yaml(text, &env).unwrap_err().0;
+    let keys: Vec<&str> = errs.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "workers.sched_threads",
+            "workers.bogus",
+            "logging.level",
+            "performance.queue_depth",
+            "network.zmq_port"
+        ]
+    );
+    assert!(
+        matches!(
+            &errs[0].origin,
+            Origin::File {
+                line: 2,
+                col: 18,
+                ..
+            }
+        ),
+        "{:?}",
+        errs[0]
+    );
+    assert!(
+        matches!(
+            &errs[2].origin,
+            Origin::File {
+                line: 5,
+                col: 10,
+                ..
+            }
+        ),
+        "{:?}",
+        errs[2]
+    );
+    assert_eq!(errs[4].origin, Origin::Env("CHI_ZMQ_PORT".into()));
+}
+
+#[test]
+fn segment_sum_must_fit_the_declared_size() {
+    let env = Env::from_pairs([("USER", "t"), ("CHI_SHM_SIZE", "1G")]);
+    let err = load(&isolated(), &env).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].key, "memory.shm_size");
+    assert!(
+        err.0[0]
+            .message
+            .contains("Total segment size exceeds shared memory size")
+    );
+}
+
+#[test]
+fn shm_space_check_uses_the_mounted_filesystem() {
+    let mut c = Config::default();
+    c.memory.main_segment_size = 1 << 20;
+    c.memory.client_data_segment_size = 1 << 20;
+    c.memory.runtime_data_segment_size = 1 << 20;
+    assert_eq!(check_shm_space(&c, Path::new("/dev/shm")), Ok(()));
+    c.memory.main_segment_size = 1 << 50;
+    let p = check_shm_space(&c, Path::new("/dev/shm")).unwrap_err();
+    assert!(
+        p.message
+            .contains("Total segment size exceeds shared memory size"),
+        "{p}"
+    );
+    let p = check_shm_space(&c, Path::new("/nonexistent-shm")).unwrap_err();
+    assert!(p.message.contains("cannot inspect"), "{p}");
+}
+
+#[test]
+fn flags_name_unknown_keys_with_a_suggestion() {
+    let opts = LoadOptions {
+        config_path: None,
+        sets: vec!["workers.sched_thread=4".into(), "nonsense".into()],
+        ..isolated()
+    };
+    let errs = load(&opts, &no_env()).unwrap_err().0;
+    assert_eq!(errs.len(), 2);
+    assert!(
+        errs[0]
+            .message
+            .contains("did you mean `workers.sched_threads`"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].message.contains("KEY=VALUE"));
+}
+
+#[test]
+fn unknown_chi_variables_warn_but_do_not_stop() {
+    let env = Env::from_pairs([("USER", "t"), ("CHI_SCHED_WORKER", "4")]);
+    let l = load(&isolated(), &env).unwrap();
+    assert_eq!(l.warnings.len(), 1);
+    assert!(
+        l.warnings[0].contains("did you mean `CHI_SCHED_WORKERS`"),
+        "{}",
+        l.warnings[0]
+    );
+}
+
+#[test]
+fn reload_diff_names_changed_keys() {
+    let a = Config::default();
+    let mut b = a.clone();
+    b.logging.level = LogLevel::Debug;
+    b.workers.sched_threads = 2;
+    let changed: Vec<(String, bool)> = changed_keys(&a, &b)
+        .iter()
+        .map(|(k, _, _)| (k.path(), k.live))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            ("workers.sched_threads".into(), false),
+            ("logging.level".into(), true)
+        ]
+    );
+}
+
+#[test]
+fn effective_yaml_reads_back_to_the_same_config() {
+    let env = Env::from_pairs([("USER", "t"), ("CHI_QUEUE_DEPTH", "64")]);
+    let loaded = load(&isolated(), &env).unwrap();
+    let text = to_yaml(&loaded);
+    let again = load_yaml(&text, &Env::from_pairs([("USER", "someone-else")])).unwrap();
+    assert_eq!(again.config.performance.queue_depth, 64);
+    assert_eq!(again.names, loaded.names, "names are written expanded");
+}
+
+#[test]
+fn run_dir_defaults() {
+    let c = Config::default();
+    let (dir, configured) = run_dir(
+        &c,
+        &Env::from_pairs([("RUNTIME_DIRECTORY", "/run/chimaera-x")]),
+    );
+    assert_eq!(
+        (dir.as_path(), configured),
+        (Path::new("/run/chimaera-x"), false)
+    );
+    let mut c2 = c.clone();
+    c2.runtime.run_dir = "/srv/chi".into();
+    assert_eq!(
+        run_dir(&c2, &Env::default()),
+        (PathBuf::from("/srv/chi"), true)
+    );
+    let dirs = default_run_dirs(&Env::from_pairs([("XDG_RUNTIME_DIR", "/run/user/1000")]));
+    if crate::sys::euid() == 0 {
+        assert_eq!(dirs[0], Path::new("/run/chimaera"));
+    } else {
+        assert_eq!(dirs[0], Path::new("/run/user/1000/chimaera"));
+    }
+}
