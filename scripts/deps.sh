@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building (and, with --test, testing) chimaera needs, and only
+# what is missing. Debian/Ubuntu; as root or through sudo.
+set -euo pipefail
+
+build_pkgs=(pkg-config libzmq3-dev)
+# debootstrap builds the local base image; mandoc/groff lint the man pages;
+# lintian checks the .deb; systemd gives systemd-analyze; util-linux gives
+# unshare (a private /dev/shm); docker.io and docker-compose run the images.
+test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps)
+
+want=("${build_pkgs[@]}")
+if [ "${1:-}" = "--test" ]; then
+    want+=("${test_pkgs[@]}")
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ "${1:-}" = "--test" ] && ! command -v docker >/dev/null 2>&1; then
+    missing+=(docker.io docker-compose)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--test" ] && ! cargo deb --version >/dev/null 2>&1; then
+    echo "deps: installing cargo-deb"
+    cargo install cargo-deb --locked --quiet
+fi
