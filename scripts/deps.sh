@@ -3,11 +3,13 @@
 # what is missing. Debian/Ubuntu; as root or through sudo.
 set -euo pipefail
 
-build_pkgs=(pkg-config libzmq3-dev)
+# zmq-sys compiles libzmq into the binary: a C++ compiler is all it needs.
+build_pkgs=(pkg-config g++)
 # debootstrap builds the local base image; mandoc/groff lint the man pages;
 # lintian checks the .deb; systemd gives systemd-analyze; util-linux gives
 # unshare (a private /dev/shm); docker.io and docker-compose run the images.
-test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps)
+# dpkg-dev gives cargo-deb dpkg-shlibdeps; binutils readelf; iproute2 ip.
+test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps dpkg-dev binutils iproute2)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -25,8 +27,10 @@ for p in "${want[@]}"; do
         missing+=("$p")
     fi
 done
-if [ "${1:-}" = "--test" ] && ! command -v docker >/dev/null 2>&1; then
-    missing+=(docker.io docker-compose)
+if [ "${1:-}" = "--test" ]; then
+    command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+    # The compose test uses `docker compose` when present, else docker-compose.
+    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: installing ${missing[*]}"

@@ -193,7 +193,13 @@ enum Found {
 fn find_runtime(loaded: &Loaded, env: &Env) -> Result<Found, String> {
     let (path, disc) = match discovery::find(loaded, env) {
         Ok(found) => found,
-        Err(searched) => return Ok(Found::Nowhere { searched }),
+        Err(discovery::NotFound::Nowhere(searched)) => return Ok(Found::Nowhere { searched }),
+        Err(discovery::NotFound::Denied(path, e)) => {
+            return Err(format!(
+                "cannot read {}: {e}; the runtime's users are root and the members of its shared_memory.group (e.g. `adduser $USER chimaera`, then log in again)",
+                path.display()
+            ));
+        }
     };
     match shm::probe(&disc.segments.main).map_err(|e| e.to_string())? {
         Liveness::Alive { header, file } => {
@@ -246,7 +252,7 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("chimaera: {e}");
-            return exit::UNAVAILABLE;
+            return exit::STATUS_UNKNOWN;
         }
     };
     let Found::Running { path, disc, .. } = &found else {

@@ -7,6 +7,8 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// `status`/`stop`: no runtime is running (LSB "program is not running").
 pub const NOT_RUNNING: u8 = 3;
+/// `status`: the state cannot be told (e.g. permission denied), LSB code 4.
+pub const STATUS_UNKNOWN: u8 = 4;
 /// EX_UNAVAILABLE: a needed resource is missing or taken (already running,
 /// port in use, shared memory unusable).
 pub const UNAVAILABLE: u8 = 69;

@@ -72,16 +72,31 @@ pub fn search_dirs(loaded: &Loaded, env: &Env) -> Vec<PathBuf> {
     }
 }
 
+/// Why no discovery file was found.
+#[derive(Debug)]
+pub enum NotFound {
+    /// None of these directories has one.
+    Nowhere(Vec<PathBuf>),
+    /// One exists, or may, but we may not read it: not the same as "not running".
+    Denied(PathBuf, std::io::Error),
+}
+
 /// Finds the discovery file for the loaded configuration's main segment.
-pub fn find(loaded: &Loaded, env: &Env) -> Result<(PathBuf, Discovery), Vec<PathBuf>> {
+pub fn find(loaded: &Loaded, env: &Env) -> Result<(PathBuf, Discovery), NotFound> {
     let dirs = search_dirs(loaded, env);
     for dir in &dirs {
         let path = dir.join(file_name(&loaded.names.main));
-        if path.is_file()
-            && let Ok(d) = read(&path)
-        {
-            return Ok((path, d));
+        match std::fs::File::open(&path) {
+            Ok(_) => {
+                if let Ok(d) = read(&path) {
+                    return Ok((path, d));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(NotFound::Denied(path, e));
+            }
+            Err(_) => {}
         }
     }
-    Err(dirs)
+    Err(NotFound::Nowhere(dirs))
 }
