@@ -15,6 +15,7 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+pub mod alloc;
 pub mod cli;
 pub mod exit;
 pub mod net;
