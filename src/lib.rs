@@ -17,6 +17,10 @@ pub fn unix_ms() -> u64 {
 }
 pub mod alloc;
 pub mod cli;
+pub mod client;
+pub mod engine;
 pub mod exit;
+pub mod module;
+pub mod modules;
 pub mod net;
 pub mod service;

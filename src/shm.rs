@@ -190,7 +190,15 @@ pub struct Segment {
     // carries the lock that tells others this runtime is alive.
     _file: File,
     map: MmapMut,
+    /// The mapping's address in this process, taken while we had it mutably.
+    base: *mut u8,
 }
+
+// SAFETY: `base` points into `map`, which is Send and Sync; the segment's
+// contents are shared memory reached through atomics and handoff protocols.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
 
 impl Segment {
     pub fn name(&self) -> &str {
@@ -207,6 +215,23 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// The mapping's first byte in this process.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// The bytes after the header, where the segment's structures live.
+    pub fn data_region(&self) -> crate::alloc::Region {
+        // SAFETY: the map spans len() bytes from base and outlives users of
+        // the region (the runtime drops its engine before its segments).
+        unsafe {
+            crate::alloc::Region::new(
+                self.base.add(HEADER_SIZE as usize),
+                self.map.len() - HEADER_SIZE as usize,
+            )
+        }
     }
 
     pub fn header(&self) -> &SegmentHeader {
@@ -250,14 +275,14 @@ impl Segment {
         // SAFETY: the map is page-aligned, writable and longer than the header;
         // nobody reads it before `ready` is set below.
         unsafe { std::ptr::write(map.as_mut_ptr().cast::<SegmentHeader>(), header) };
-        let seg = Segment {
+        let base = map.as_mut_ptr();
+        Ok(Segment {
             name: name.to_string(),
             kind,
             _file: file,
             map,
-        };
-        seg.header().ready.store(READY, Ordering::Release);
-        Ok(seg)
+            base,
+        })
     }
 }
 
@@ -317,6 +342,14 @@ impl Segments {
     pub fn all(&self) -> [&Segment; 3] {
         [&self.main, &self.client_data, &self.runtime_data]
     }
+
+    /// Sets the ready words, data segments first: clients wait for the
+    /// main segment's, so everything it leads to is in place by then.
+    pub fn publish(&self) {
+        for seg in [&self.client_data, &self.runtime_data, &self.main] {
+            seg.header().ready.store(READY, Ordering::Release);
+        }
+    }
 }
 
 impl Drop for Segments {
@@ -346,8 +379,9 @@ fn shm_path(name: &str) -> PathBuf {
 fn lock_main(name: &str, access: Access, reclaimed: &mut Vec<Reclaimed>) -> Result<File, ShmError> {
     // A runtime that stops unlinks the name before it lets the lock go, so the
     // descriptor we lock may be of an object no longer under the name: then
-    // try again with the new one. Three rounds cover any real interleaving.
-    for _ in 0..3 {
+    // try again with the new one. Four rounds cover a stale segment and any
+    // real interleaving with another starting runtime.
+    for _ in 0..4 {
         let fd: OwnedFd = sys::shm_open(name, libc::O_RDWR | libc::O_CREAT, access.mode())
             .map_err(io_err(name, "open"))?;
         let file = File::from(fd);
@@ -367,11 +401,17 @@ fn lock_main(name: &str, access: Access, reclaimed: &mut Vec<Reclaimed>) -> Resu
             _ => continue,
         }
         if ours.len() > 0 {
+            // A dead runtime's segment. Clients of that runtime may still map
+            // it; rebuilding it in place would pull their pages away (SIGBUS).
+            // Unlink it instead: they keep the old object until they notice
+            // the runtime is gone, and we start over with a fresh one.
             let info = HeaderInfo::read(&file).ok().flatten();
             reclaimed.push(Reclaimed {
                 segment: name.to_string(),
                 previous_pid: info.filter(|i| i.magic_ok).map(|i| i.owner_pid),
             });
+            sys::shm_unlink(name).map_err(io_err(name, "remove stale"))?;
+            continue;
         }
         return Ok(file);
     }

@@ -967,6 +967,15 @@ fn validate(
         );
     }
 
+    if let Err(e) = crate::engine::layout::Layout::compute(
+        m.main_segment_size,
+        crate::shm::HEADER_SIZE,
+        config.workers.sched_threads,
+        config.performance.queue_depth,
+    ) {
+        check(problems, "memory.main_segment_size", e);
+    }
+
     let user = current_user(env);
     let s = &config.shared_memory;
     let names = SegmentNames {

@@ -1,7 +1,8 @@
 //! The daemon's life: validate, create, announce, serve, stop, clean up.
 //!
 //! Start order (as in the original runtime, minus its faults): configuration
-//! → shared-memory segments → network endpoint → discovery file → READY=1.
+//! → shared-memory segments → task engine (workers, reapers) → network
+//! endpoint → discovery file → READY=1.
 //! A failure at any step undoes the steps before it and exits with a code that
 //! says which kind of failure it was.
 
@@ -20,7 +21,9 @@ use slog::{debug, error, info, warn};
 
 use crate::config::size::human;
 use crate::config::{self, Env, LoadOptions, Loaded, changed_keys};
+use crate::engine::Engine;
 use crate::exit;
+use crate::module::Registry;
 use crate::net::Endpoint;
 use crate::shm::{Access, Segments};
 
@@ -202,6 +205,14 @@ pub fn run(opts: LoadOptions) -> u8 {
             Access { gid }.mode()
         );
     }
+    notify(&log, &[NotifyState::Status("starting workers")]);
+    let engine = match Engine::start(&loaded.config, segments, Registry::default(), &log) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(log, "cannot start the task engine: {}", e);
+            return exit::SOFTWARE;
+        }
+    };
 
     notify(&log, &[NotifyState::Status("binding the network endpoint")]);
     let endpoint = match Endpoint::bind(loaded.config.network.zmq_port) {
@@ -235,8 +246,10 @@ pub fn run(opts: LoadOptions) -> u8 {
         config: loaded.source.to_string(),
         log_file: loaded.config.logging.file.clone(),
         segments: loaded.names.clone(),
-        segment_sizes: segments.all().map(|s| s.len()),
+        segment_sizes: engine.segments().all().map(|s| s.len()),
     };
+    // Clients may attach from here on; the discovery file tells them where.
+    engine.segments().publish();
     let disc_path: PathBuf = match discovery::write(&loaded.run_dir, &disc) {
         Ok(p) => p,
         Err(e) => {
@@ -299,6 +312,8 @@ pub fn run(opts: LoadOptions) -> u8 {
             e
         );
     }
+    let segments = engine.stop();
+    info!(log, "workers stopped");
     drop(endpoint);
     let names: Vec<String> = segments
         .all()

@@ -69,19 +69,55 @@ impl Node {
             .join(format!("{}.toml", self.segment_names()[0]))
     }
 
-    /// (Re)writes the config file with a log level and extra sections.
+    /// (Re)writes the config file with a log level; `extra` is YAML of the
+    /// form "section:\n  key: value\n" whose keys override the base ones.
     pub fn write_config(&self, level: &str, extra: &str) {
         let [main, client, runtime] = self.segment_names();
-        let text = format!(
+        let base = format!(
             "memory:\n  main_segment_size: 4M\n  client_data_segment_size: 2M\n  runtime_data_segment_size: 2M\n  shm_size: 16M\n\
+             performance:\n  queue_depth: 64\n\
              network:\n  zmq_port: {port}\n\
              logging:\n  level: {level}\n  file: {log}\n\
              shared_memory:\n  main_segment_name: {main}\n  client_data_segment_name: {client}\n  runtime_data_segment_name: {runtime}\n\
-             runtime:\n  run_dir: {run}\n{extra}",
+             runtime:\n  run_dir: {run}\n",
             port = self.port,
             log = self.log_path().display(),
             run = self.run_dir().display(),
         );
+        let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        for text in [base.as_str(), extra] {
+            let mut current = String::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                if let Some(name) = line.strip_suffix(':').filter(|_| !line.starts_with(' ')) {
+                    current = name.to_string();
+                    if !sections.iter().any(|(s, _)| *s == current) {
+                        sections.push((current.clone(), Vec::new()));
+                    }
+                } else {
+                    let (k, v) = line.trim().split_once(':').expect("key: value");
+                    let keys = &mut sections
+                        .iter_mut()
+                        .find(|(s, _)| *s == current)
+                        .expect("section first")
+                        .1;
+                    match keys.iter_mut().find(|(key, _)| key == k) {
+                        Some(kv) => kv.1 = v.trim().to_string(),
+                        None => keys.push((k.to_string(), v.trim().to_string())),
+                    }
+                }
+            }
+        }
+        let text: String = sections
+            .iter()
+            .map(|(s, kv)| {
+                format!(
+                    "{s}:\n{}",
+                    kv.iter()
+                        .map(|(k, v)| format!("  {k}: {v}\n"))
+                        .collect::<String>()
+                )
+            })
+            .collect();
         std::fs::write(self.config_path(), text).unwrap();
     }
 
@@ -172,6 +208,16 @@ impl Node {
             .into_iter()
             .filter(|n| Path::new("/dev/shm").join(n).exists())
             .collect()
+    }
+
+    /// A client of this node's runtime, in the test process.
+    pub fn client(&self) -> chimaera::client::Client {
+        chimaera::client::Client::connect_with(&chimaera::config::LoadOptions {
+            config_path: Some(self.config_path()),
+            sets: vec![],
+            system_config: None,
+        })
+        .expect("client connects")
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,267 @@
+//! A lane: the bounded multi-producer, single-consumer ring through which
+//! clients (and the runtime itself) hand task records to one worker.
+//!
+//! Each cell is one 64-bit word holding `(sequence: u32, record: u32)`. A
+//! producer publishes with a single CAS on the cell, from `(pos, EMPTY)` to
+//! `(pos, record)`, and only then moves the shared tail; anyone who finds a
+//! filled cell under the tail moves the tail for it. So a producer killed at
+//! any instant leaves the lane consistent: either its task is in the ring
+//! whole, or it is not there at all. The consumer takes the cell at its head
+//! and re-arms it for the next lap as `(pos + depth, EMPTY)`.
+//!
+//! Depth need not be a power of two (queue_depth is an operator's number);
+//! positions are u64, sequences their low 32 bits compared with wrapping
+//! arithmetic, which is sound while depth < 2^31.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+pub const EMPTY: u32 = u32::MAX;
+
+#[inline]
+fn pack(seq: u32, value: u32) -> u64 {
+    (u64::from(seq) << 32) | u64::from(value)
+}
+
+#[inline]
+fn unpack(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
+}
+
+/// The lane's control words, each on its own cache line: producers share the
+/// tail, the consumer owns the head, and the doorbell is read by every
+/// producer after a push.
+#[repr(C, align(64))]
+pub struct LaneHeader {
+    pub tail: AtomicU64,
+    _p0: [u8; 56],
+    pub head: AtomicU64,
+    _p1: [u8; 56],
+    /// 1 while the worker sleeps (or is about to); producers wake it.
+    pub doorbell: AtomicU32,
+    pub depth: u32,
+    _p2: [u8; 56],
+}
+
+/// A lane as seen by one process: its header and cells in the mapping.
+#[derive(Clone, Copy)]
+pub struct Lane<'a> {
+    pub header: &'a LaneHeader,
+    pub cells: &'a [AtomicU64],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl<'a> Lane<'a> {
+    /// Bytes a lane of `depth` cells takes, header included, rounded to 64.
+    pub fn bytes(depth: u32) -> usize {
+        (size_of::<LaneHeader>() + depth as usize * 8).next_multiple_of(64)
+    }
+
+    /// Sets up an empty lane. Only the runtime calls this, before anyone else
+    /// can see the lane.
+    pub fn init(&self) {
+        let depth = self.cells.len() as u64;
+        for (i, c) in self.cells.iter().enumerate() {
+            c.store(pack(i as u32, EMPTY), Ordering::Relaxed);
+        }
+        self.header.head.store(0, Ordering::Relaxed);
+        self.header.tail.store(0, Ordering::Relaxed);
+        self.header.doorbell.store(0, Ordering::Relaxed);
+        debug_assert_eq!(depth, u64::from(self.header.depth));
+    }
+
+    /// Publishes `record`, or says the lane is full. Never blocks.
+    #[inline]
+    pub fn push(&self, record: u32) -> Result<(), Full> {
+        debug_assert_ne!(record, EMPTY);
+        let depth = self.cells.len() as u64;
+        loop {
+            let t = self.header.tail.load(Ordering::Acquire);
+            let cell = &self.cells[(t % depth) as usize];
+            let (seq, value) = unpack(cell.load(Ordering::Acquire));
+            let diff = seq.wrapping_sub(t as u32) as i32;
+            if diff == 0 {
+                if value == EMPTY {
+                    // SeqCst pairs with the worker's doorbell store: either it
+                    // sees this cell filled, or we see it asleep.
+                    if cell
+                        .compare_exchange(
+                            pack(seq, EMPTY),
+                            pack(seq, record),
+                            Ordering::SeqCst,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        let _ = self.header.tail.compare_exchange(
+                            t,
+                            t + 1,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        );
+                        return Ok(());
+                    }
+                } else {
+                    // Filled by a producer that has not moved the tail (yet, or ever).
+                    let _ = self.header.tail.compare_exchange(
+                        t,
+                        t + 1,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    );
+                }
+            } else if diff < 0 {
+                // The cell still holds the task of the previous lap.
+                return Err(Full);
+            }
+            // diff > 0: our tail was stale; read it again.
+        }
+    }
+
+    /// Takes the next record, if any. Only the lane's worker calls this.
+    #[inline]
+    pub fn pop(&self) -> Option<u32> {
+        let depth = self.cells.len() as u64;
+        let h = self.header.head.load(Ordering::Relaxed);
+        let cell = &self.cells[(h % depth) as usize];
+        let (seq, value) = unpack(cell.load(Ordering::Acquire));
+        if seq != h as u32 || value == EMPTY {
+            return None;
+        }
+        cell.store(pack((h + depth) as u32, EMPTY), Ordering::Release);
+        self.header.head.store(h + 1, Ordering::Release);
+        Some(value)
+    }
+
+    /// Whether a record is waiting at the head (a consumer-side check that
+    /// does not take it).
+    #[inline]
+    pub fn has_work(&self) -> bool {
+        let depth = self.cells.len() as u64;
+        let h = self.header.head.load(Ordering::Relaxed);
+        let (seq, value) = unpack(self.cells[(h % depth) as usize].load(Ordering::SeqCst));
+        seq == h as u32 && value != EMPTY
+    }
+
+    /// Tasks waiting (approximate while producers race).
+    pub fn depth_now(&self) -> u64 {
+        let t = self.header.tail.load(Ordering::Relaxed);
+        let h = self.header.head.load(Ordering::Relaxed);
+        t.saturating_sub(h)
+    }
+
+    /// The records currently queued, for the timekeeper's scan of a stuck lane.
+    pub fn queued(&self) -> impl Iterator<Item = u32> + '_ {
+        let depth = self.cells.len() as u64;
+        let h = self.header.head.load(Ordering::Acquire);
+        (h..h + depth).map_while(move |pos| {
+            let (seq, value) = unpack(self.cells[(pos % depth) as usize].load(Ordering::Acquire));
+            (seq == pos as u32 && value != EMPTY).then_some(value)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    struct Owned {
+        header: Box<LaneHeader>,
+        cells: Vec<AtomicU64>,
+    }
+
+    impl Owned {
+        fn new(depth: u32) -> Owned {
+            // SAFETY: LaneHeader is atomics and padding; all-zero is valid.
+            let mut header: Box<LaneHeader> = Box::new(unsafe { std::mem::zeroed() });
+            header.depth = depth;
+            let o = Owned {
+                header,
+                cells: (0..depth).map(|_| AtomicU64::new(0)).collect(),
+            };
+            o.lane().init();
+            o
+        }
+        fn lane(&self) -> Lane<'_> {
+            Lane {
+                header: &self.header,
+                cells: &self.cells,
+            }
+        }
+    }
+
+    #[test]
+    fn fifo_full_and_wraparound() {
+        let o = Owned::new(3);
+        let lane = o.lane();
+        assert_eq!(lane.pop(), None);
+        for round in 0..10u32 {
+            for i in 0..3 {
+                lane.push(round * 10 + i).unwrap();
+            }
+            assert_eq!(lane.push(99), Err(Full));
+            assert_eq!(lane.depth_now(), 3);
+            assert_eq!(
+                lane.queued().collect::<Vec<_>>(),
+                [round * 10, round * 10 + 1, round * 10 + 2]
+            );
+            for i in 0..3 {
+                assert_eq!(lane.pop(), Some(round * 10 + i));
+            }
+            assert_eq!(lane.pop(), None);
+        }
+    }
+
+    #[test]
+    fn a_producer_that_died_before_moving_the_tail_is_helped() {
+        let o = Owned::new(4);
+        let lane = o.lane();
+        // Simulate a producer killed after its cell CAS: cell 0 filled, tail 0.
+        lane.cells[0].store(pack(0, 7), Ordering::SeqCst);
+        lane.push(8).unwrap();
+        assert_eq!(lane.pop(), Some(7));
+        assert_eq!(lane.pop(), Some(8));
+        assert_eq!(lane.header.tail.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn many_producers_each_record_exactly_once() {
+        let o = Arc::new(Owned::new(8));
+        let producers = 4u32;
+        let per = 50_000u32;
+        let handles: Vec<_> = (0..producers)
+            .map(|p| {
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        let v = p * per + i;
+                        while o.lane().push(v).is_err() {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        let mut last = vec![None::<u32>; producers as usize];
+        while seen.len() < (producers * per) as usize {
+            match o.lane().pop() {
+                Some(v) => {
+                    assert!(seen.insert(v), "{v} delivered twice");
+                    // Per producer, order is kept.
+                    let p = (v / per) as usize;
+                    assert!(last[p].is_none_or(|l| l < v));
+                    last[p] = Some(v);
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(o.lane().pop(), None);
+    }
+}

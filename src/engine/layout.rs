@@ -1,0 +1,315 @@
+//! How the main segment is carved up. Both the runtime and every client map
+//! the segment (at different addresses) and build the same [`View`] from the
+//! offsets in [`EngineHeader`]: nothing in the segment is a pointer.
+//!
+//! ```text
+//! 0       SegmentHeader (shm.rs)          one page
+//! 4096    EngineHeader + PoolHeader       offsets, sizes, runtime state
+//!         lanes      [LaneHeader + depth cells] x sched_threads
+//!         workers    [WorkerSlot] x sched_threads
+//!         clients    [ClientSlot] x MAX_CLIENTS
+//!         owners     [u32] x records     (compact, for the reaper's scan)
+//!         records    [TaskRecord] x records (256 B each; the rest of the segment)
+//! ```
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::lane::{Lane, LaneHeader};
+use super::record::{PoolHeader, Records, TaskRecord};
+
+pub const ENGINE_MAGIC: u64 = u64::from_le_bytes(*b"CHIENGN1");
+pub const MAX_CLIENTS: u32 = 1024;
+/// More records than this would only make the reaper's scans longer.
+pub const MAX_RECORDS: u64 = 1 << 22;
+
+pub const RUNTIME_STARTING: u32 = 0;
+pub const RUNTIME_RUNNING: u32 = 1;
+pub const RUNTIME_STOPPING: u32 = 2;
+
+#[repr(C, align(64))]
+pub struct EngineHeader {
+    pub magic: u64,
+    pub num_lanes: u32,
+    pub queue_depth: u32,
+    pub num_records: u32,
+    pub max_clients: u32,
+    pub lanes_off: u64,
+    pub lane_stride: u64,
+    pub workers_off: u64,
+    pub clients_off: u64,
+    pub owners_off: u64,
+    pub records_off: u64,
+    pub task_timeout_ns: u64,
+    /// A [`crate::config::LaneMapPolicy`] as 0, 1, 2.
+    pub lane_policy: u32,
+    pub runtime_pid: u32,
+    /// STARTING, RUNNING, STOPPING.
+    pub state: AtomicU32,
+    pub _r0: u32,
+    pub next_task_id: AtomicU64,
+    pub started_ns: u64,
+    pub pool: PoolHeader,
+}
+
+/// Per-worker counters and its current task, for stats and the timekeeper.
+#[repr(C, align(64))]
+pub struct WorkerSlot {
+    pub tasks_done: AtomicU64,
+    /// Record being run, or [`super::record::NONE`].
+    pub running: AtomicU32,
+    pub cpu: AtomicU32,
+    /// Bumped on every pass of the worker's loop; unchanged means stuck.
+    pub progress: AtomicU64,
+    pub suspended: AtomicU32,
+    pub _r: u32,
+    pub _pad: [u8; 32],
+}
+
+pub const CLIENT_FREE: u32 = 0;
+pub const CLIENT_CLAIMING: u32 = 1;
+pub const CLIENT_ACTIVE: u32 = 2;
+pub const CLIENT_RECLAIMING: u32 = 3;
+
+/// A client process attached to the runtime. (pid, start time) names it:
+/// pids are reused, the pair is not.
+#[repr(C, align(64))]
+pub struct ClientSlot {
+    pub state: AtomicU32,
+    pub pid: AtomicU32,
+    pub start_time: AtomicU64,
+    pub submitted: AtomicU64,
+    pub _pad: [u8; 40],
+}
+
+/// Offsets computed from the segment size and the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub num_lanes: u32,
+    pub queue_depth: u32,
+    pub num_records: u32,
+    pub lanes_off: u64,
+    pub lane_stride: u64,
+    pub workers_off: u64,
+    pub clients_off: u64,
+    pub owners_off: u64,
+    pub records_off: u64,
+}
+
+const fn up64(x: u64) -> u64 {
+    x.next_multiple_of(64)
+}
+
+impl Layout {
+    /// Plans the segment; the error says how much room was missing.
+    pub fn compute(
+        segment_len: u64,
+        data_offset: u64,
+        lanes: u32,
+        depth: u32,
+    ) -> Result<Layout, String> {
+        let engine_off = data_offset;
+        let lanes_off = up64(engine_off + size_of::<EngineHeader>() as u64);
+        let lane_stride = Lane::bytes(depth) as u64;
+        let workers_off = up64(lanes_off + lane_stride * u64::from(lanes));
+        let clients_off = up64(workers_off + (size_of::<WorkerSlot>() as u64) * u64::from(lanes));
+        let owners_off =
+            up64(clients_off + (size_of::<ClientSlot>() as u64) * u64::from(MAX_CLIENTS));
+        let room = segment_len.saturating_sub(owners_off);
+        let per_record = size_of::<TaskRecord>() as u64 + 4;
+        // Leave 64 bytes of slack for aligning the record array.
+        let n = (room.saturating_sub(64) / per_record).min(MAX_RECORDS);
+        let needed = u64::from(lanes) * u64::from(depth) + 64;
+        if n < needed {
+            return Err(format!(
+                "the main segment ({segment_len} bytes) holds {n} task records but {lanes} lanes of depth {depth} need at least {needed}: raise memory.main_segment_size or lower performance.queue_depth"
+            ));
+        }
+        let records_off = up64(owners_off + 4 * n);
+        Ok(Layout {
+            num_lanes: lanes,
+            queue_depth: depth,
+            num_records: n as u32,
+            lanes_off,
+            lane_stride,
+            workers_off,
+            clients_off,
+            owners_off,
+            records_off,
+        })
+    }
+}
+
+/// The engine's structures as seen from one process's mapping.
+#[derive(Clone)]
+pub struct View {
+    pub header: &'static EngineHeader,
+    pub lanes: Vec<Lane<'static>>,
+    pub workers: &'static [WorkerSlot],
+    pub clients: &'static [ClientSlot],
+    pub records: Records<'static>,
+}
+
+impl View {
+    /// Builds the view over a mapping whose engine header is at `engine_off`.
+    ///
+    /// # Safety
+    /// `base` must point at a mapping of at least `len` bytes that stays
+    /// mapped for as long as the view (and copies of it) are used; the owner
+    /// keeps the mapping alive beside the view. The header must have been
+    /// written by [`View::format`] (the caller checked the magic).
+    pub unsafe fn attach(base: *mut u8, len: usize, engine_off: u64) -> Result<View, String> {
+        // SAFETY: per the contract, base..base+len is mapped; each region is
+        // bounds-checked below before a reference to it is made.
+        unsafe {
+            let at = |off: u64| base.add(off as usize);
+            if engine_off as usize + size_of::<EngineHeader>() > len {
+                return Err("main segment too small for the engine header".into());
+            }
+            let header = &*(at(engine_off) as *const EngineHeader);
+            if header.magic != ENGINE_MAGIC {
+                return Err("main segment has no task engine (magic mismatch)".into());
+            }
+            let n = header.num_records as u64;
+            let end = header.records_off + n * size_of::<TaskRecord>() as u64;
+            if end > len as u64 {
+                return Err(format!(
+                    "main segment layout runs past its end ({end} > {len})"
+                ));
+            }
+            let depth = header.queue_depth as usize;
+            let lanes = (0..header.num_lanes as u64)
+                .map(|i| {
+                    let h = at(header.lanes_off + i * header.lane_stride);
+                    Lane {
+                        header: &*(h as *const LaneHeader),
+                        cells: std::slice::from_raw_parts(
+                            h.add(size_of::<LaneHeader>()) as *const AtomicU64,
+                            depth,
+                        ),
+                    }
+                })
+                .collect();
+            let workers = std::slice::from_raw_parts(
+                at(header.workers_off) as *const WorkerSlot,
+                header.num_lanes as usize,
+            );
+            let clients = std::slice::from_raw_parts(
+                at(header.clients_off) as *const ClientSlot,
+                header.max_clients as usize,
+            );
+            let records = Records {
+                header: &header.pool,
+                records: std::slice::from_raw_parts(
+                    at(header.records_off) as *const TaskRecord,
+                    n as usize,
+                ),
+                owners: std::slice::from_raw_parts(
+                    at(header.owners_off) as *const AtomicU32,
+                    n as usize,
+                ),
+            };
+            Ok(View {
+                header,
+                lanes,
+                workers,
+                clients,
+                records,
+            })
+        }
+    }
+
+    /// Writes the engine header and empty lanes, slots and pool into a fresh
+    /// (zeroed) main segment, then builds the view.
+    ///
+    /// # Safety
+    /// As for [`View::attach`], and no other process may use the segment yet
+    /// (its ready word is not set).
+    pub unsafe fn format(
+        base: *mut u8,
+        len: usize,
+        engine_off: u64,
+        layout: &Layout,
+        task_timeout_ns: u64,
+        lane_policy: u32,
+    ) -> Result<View, String> {
+        // SAFETY: engine_off + header fits (Layout::compute checked the whole
+        // layout against the segment length); the memory is ours alone.
+        unsafe {
+            let h = base.add(engine_off as usize) as *mut EngineHeader;
+            std::ptr::write_bytes(h as *mut u8, 0, size_of::<EngineHeader>());
+            (*h).magic = ENGINE_MAGIC;
+            (*h).num_lanes = layout.num_lanes;
+            (*h).queue_depth = layout.queue_depth;
+            (*h).num_records = layout.num_records;
+            (*h).max_clients = MAX_CLIENTS;
+            (*h).lanes_off = layout.lanes_off;
+            (*h).lane_stride = layout.lane_stride;
+            (*h).workers_off = layout.workers_off;
+            (*h).clients_off = layout.clients_off;
+            (*h).owners_off = layout.owners_off;
+            (*h).records_off = layout.records_off;
+            (*h).task_timeout_ns = task_timeout_ns;
+            (*h).lane_policy = lane_policy;
+            (*h).runtime_pid = std::process::id();
+            (*h).started_ns = super::sync::now_ns();
+            (*h).pool.capacity = layout.num_records;
+            for i in 0..u64::from(layout.num_lanes) {
+                let lh = base.add((layout.lanes_off + i * layout.lane_stride) as usize)
+                    as *mut LaneHeader;
+                (*lh).depth = layout.queue_depth;
+            }
+            let view = View::attach(base, len, engine_off)?;
+            for lane in &view.lanes {
+                lane.init();
+            }
+            for w in view.workers {
+                w.running.store(super::record::NONE, Ordering::Relaxed);
+            }
+            view.records.init();
+            view.header.state.store(RUNTIME_STARTING, Ordering::Release);
+            Ok(view)
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.header.state.load(Ordering::Acquire) == RUNTIME_STOPPING
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_main_segment_fits_default_lanes() {
+        let l = Layout::compute(1 << 30, 4096, 8, 10_000).unwrap();
+        assert!(u64::from(l.num_records) >= 80_000 + 64);
+        assert!(l.records_off + u64::from(l.num_records) * 256 <= 1 << 30);
+        assert_eq!(l.records_off % 64, 0);
+        assert_eq!(l.lanes_off % 64, 0);
+    }
+
+    #[test]
+    fn too_small_a_segment_says_what_to_raise() {
+        let e = Layout::compute(1 << 20, 4096, 8, 10_000).unwrap_err();
+        assert!(e.contains("memory.main_segment_size"), "{e}");
+    }
+
+    #[test]
+    fn format_then_attach_agree() {
+        #[repr(C, align(4096))]
+        struct Page([u8; 4096]);
+        let len = 4 << 20;
+        let mut mem: Vec<Page> = (0..len / 4096).map(|_| Page([0; 4096])).collect();
+        let base = mem.as_mut_ptr() as *mut u8;
+        let layout = Layout::compute(len as u64, 4096, 2, 16).unwrap();
+        // SAFETY: mem outlives both views and nobody else uses it.
+        let v = unsafe { View::format(base, len, 4096, &layout, 1000, 0) }.unwrap();
+        let w = unsafe { View::attach(base, len, 4096) }.unwrap();
+        v.lanes[1].push(5).unwrap();
+        assert_eq!(w.lanes[1].pop(), Some(5));
+        let r = v.records.alloc(3).unwrap();
+        assert_eq!(w.records.get(r).owner.load(Ordering::Relaxed), 3);
+        assert_eq!(w.records.records.len() as u32, layout.num_records);
+    }
+}

@@ -1,0 +1,196 @@
+//! The task engine: lanes, records, workers and the runtime side of tasks.
+//!
+//! Pure parts (the lane ring, the record pool, the layout) are tested on
+//! plain memory; [`Engine`] puts them in the segments and runs the threads.
+
+pub mod lane;
+pub mod layout;
+pub mod record;
+pub mod runtime;
+pub mod sync;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use slog::{info, warn};
+
+use crate::alloc::Arena;
+use crate::config::{Config, LaneMapPolicy};
+use crate::module::{Module, Registry};
+use crate::modules::admin;
+use crate::shm::{HEADER_SIZE, Segments};
+use layout::{Layout, View};
+use runtime::{RuntimeCore, Worker};
+
+pub fn lane_policy_code(p: LaneMapPolicy) -> u32 {
+    match p {
+        LaneMapPolicy::RoundRobin => 0,
+        LaneMapPolicy::Random => 1,
+        LaneMapPolicy::MapByPidTid => 2,
+    }
+}
+
+/// The running engine: its core, threads and the segments under them.
+pub struct Engine {
+    pub core: Arc<RuntimeCore>,
+    workers: Vec<JoinHandle<()>>,
+    reapers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
+    segments: Option<Segments>,
+}
+
+impl Engine {
+    /// Lays out the segments, creates the admin pool and starts the workers
+    /// (pinned, one per allowed CPU in turn) and reapers.
+    pub fn start(
+        config: &Config,
+        segments: Segments,
+        mut registry: Registry,
+        log: &slog::Logger,
+    ) -> Result<Engine, String> {
+        let workers = config.workers.sched_threads;
+        let main = &segments.main;
+        let layout = Layout::compute(
+            main.len(),
+            HEADER_SIZE,
+            workers,
+            config.performance.queue_depth,
+        )?;
+        let timeout_ns = config.runtime.task_timeout * 1_000_000;
+        // SAFETY: the main segment is mapped for main.len() bytes, is fresh
+        // (zeroed) and not yet published; `segments` lives in the Engine
+        // beside the core and is dropped after it.
+        let view = unsafe {
+            View::format(
+                main.base(),
+                main.len() as usize,
+                HEADER_SIZE,
+                &layout,
+                timeout_ns,
+                lane_policy_code(config.performance.lane_map_policy),
+            )
+        }?;
+        let client_arena =
+            Arena::format(segments.client_data.data_region()).map_err(|e| e.to_string())?;
+        let runtime_arena =
+            Arena::format(segments.runtime_data.data_region()).map_err(|e| e.to_string())?;
+        let admin_module: Arc<dyn Module> = Arc::new(admin::AdminModule);
+        registry.register(admin_module.clone());
+        let core = Arc::new(RuntimeCore::new(
+            view,
+            client_arena,
+            runtime_arena,
+            registry,
+            config.performance.stack_size as usize,
+            timeout_ns,
+            log.clone(),
+        ));
+        core.pools.insert(
+            Some(admin::POOL_ID),
+            admin::POOL_NAME,
+            admin::POOL_NAME,
+            |info| admin_module.create_container(info, &[]),
+        )?;
+
+        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        if cpus.is_empty() {
+            warn!(
+                log,
+                "cannot read the allowed CPU set; workers are not pinned"
+            );
+        } else if (workers as usize) > cpus.len() {
+            warn!(
+                log,
+                "{} workers on {} allowed CPU(s): workers share cores",
+                workers,
+                cpus.len()
+            );
+        }
+        let drain = Duration::from_millis(config.runtime.task_timeout.min(5000));
+        let mut engine = Engine {
+            core: core.clone(),
+            workers: Vec::new(),
+            reapers: Vec::new(),
+            segments: Some(segments),
+        };
+        for id in 0..workers {
+            let cpu = (!cpus.is_empty()).then(|| cpus[id as usize % cpus.len()]);
+            let c = core.clone();
+            let slot_cpu = &core.view.workers[id as usize].cpu;
+            slot_cpu.store(cpu.map_or(u32::MAX, |c| c.id as u32), Ordering::Relaxed);
+            let handle = std::thread::Builder::new()
+                .name(format!("chi-worker-{id}"))
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        core_affinity::set_for_current(c);
+                    }
+                    Worker::new(c, id).run(drain)
+                })
+                .map_err(|e| format!("cannot start worker thread {id}: {e}"))?;
+            engine.workers.push(handle);
+        }
+        let reapers = config.workers.process_reaper_threads;
+        for i in 0..reapers {
+            let (tx, rx) = mpsc::channel();
+            let c = core.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("chi-reaper-{i}"))
+                .spawn(move || runtime::run_reaper(c, i, reapers, rx))
+                .map_err(|e| format!("cannot start reaper thread {i}: {e}"))?;
+            engine.reapers.push((tx, handle));
+        }
+        core.view
+            .header
+            .state
+            .store(layout::RUNTIME_RUNNING, Ordering::Release);
+        info!(
+            log,
+            "task engine up: {} worker(s), lanes of {} tasks, {} task records, {} reaper(s)",
+            workers,
+            layout.queue_depth,
+            layout.num_records,
+            reapers
+        );
+        Ok(engine)
+    }
+
+    /// The segments, for publishing and for the discovery file.
+    pub fn segments(&self) -> &Segments {
+        self.segments.as_ref().expect("segments live until stop")
+    }
+
+    /// Stops taking tasks, lets the workers drain (bounded), stops the
+    /// reapers, and hands back the segments for removal.
+    pub fn stop(mut self) -> Segments {
+        self.core.request_stop();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        for (tx, _) in &self.reapers {
+            let _ = tx.send(());
+        }
+        for (_, r) in self.reapers.drain(..) {
+            let _ = r.join();
+        }
+        let segments = self.segments.take().expect("segments live until stop");
+        // The core's views point into the segments: it goes first.
+        drop(self);
+        segments
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.core.request_stop();
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+        for (tx, r) in self.reapers.drain(..) {
+            let _ = tx.send(());
+            let _ = r.join();
+        }
+    }
+}

@@ -1,0 +1,776 @@
+//! The runtime side of the engine: shared state ([`RuntimeCore`]), the
+//! pinned worker threads and the reaper threads.
+//!
+//! A worker owns one lane. Each pass it pops up to [`BATCH`] records, runs
+//! each task's method on a pooled stackful coroutine (`performance.stack_size`
+//! bytes), and resumes parked coroutines whose wait is over. With nothing to
+//! do it spins for [`SPIN_NS`], then announces sleep on the lane's doorbell
+//! and futex-waits on it; producers that see the doorbell set wake it. An idle
+//! daemon therefore costs nothing but a wake-up a second per worker.
+//!
+//! Reaper threads watch client slots: a client whose (pid, start time) is gone
+//! has its records' client references dropped and, once its in-flight tasks
+//! finish, its payload blocks reclaimed and its slot freed. Reaper 0 is also
+//! the timekeeper: it completes with a timeout the tasks that outlive
+//! `runtime.task_timeout` while their worker is busy elsewhere or stuck.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use slog::{info, warn};
+
+use super::lane::Lane;
+use super::layout::{self, View, WorkerSlot};
+use super::record::{self, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status};
+use super::sync::{futex_wait, futex_wake, now_ns, relax};
+use crate::alloc::Arena;
+use crate::module::{Pool, PoolTable, Registry, Suspend, TaskContext, TaskError};
+
+/// Records a worker takes per pass before it looks at parked tasks.
+pub const BATCH: usize = 32;
+/// How long an idle worker spins before it sleeps.
+pub const SPIN_NS: u64 = 50_000;
+/// Task input lives in the runtime data segment (a subtask's), not the client's.
+pub const FLAG_IN_RUNTIME_ARENA: u32 = 1;
+/// Stacks a worker keeps for reuse.
+const STACK_POOL: usize = 64;
+
+pub struct RuntimeCore {
+    pub view: View,
+    pub client_arena: Arena,
+    pub runtime_arena: Arena,
+    pub(crate) pools: PoolTable,
+    pub registry: Registry,
+    pub stack_size: usize,
+    pub task_timeout_ns: u64,
+    pub log: slog::Logger,
+    pub(crate) stop: AtomicBool,
+    rr: AtomicU32,
+}
+
+// SAFETY: the view's references point into shared memory that lives as long
+// as the core (the owner keeps the segments alive beside it) and is only
+// reached through atomics and the record handoff protocol.
+unsafe impl Send for RuntimeCore {}
+// SAFETY: as above.
+unsafe impl Sync for RuntimeCore {}
+
+impl RuntimeCore {
+    pub fn new(
+        view: View,
+        client_arena: Arena,
+        runtime_arena: Arena,
+        registry: Registry,
+        stack_size: usize,
+        task_timeout_ns: u64,
+        log: slog::Logger,
+    ) -> RuntimeCore {
+        RuntimeCore {
+            view,
+            client_arena,
+            runtime_arena,
+            pools: PoolTable::default(),
+            registry,
+            stack_size,
+            task_timeout_ns,
+            log,
+            stop: AtomicBool::new(false),
+            rr: AtomicU32::new(0),
+        }
+    }
+
+    fn arena_of(&self, rec: &TaskRecord) -> &Arena {
+        if rec.flags.load(Ordering::Relaxed) & FLAG_IN_RUNTIME_ARENA != 0 {
+            &self.runtime_arena
+        } else {
+            &self.client_arena
+        }
+    }
+
+    /// The task's input, where its submitter put it.
+    pub fn input_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
+        let len = rec.in_len.load(Ordering::Relaxed) as usize;
+        let off = rec.in_offset.load(Ordering::Relaxed);
+        if off == INLINE {
+            // SAFETY: the submitter wrote the inline bytes before publishing
+            // SUBMITTED, which we acquired; nobody writes them while we run.
+            unsafe { &(&*rec.inline_in.get())[..len.min(INLINE_BYTES)] }
+        } else {
+            // SAFETY: the block holds at least len bytes (the submitter
+            // allocated it so) and stays allocated until the record is freed.
+            unsafe { std::slice::from_raw_parts(self.arena_of(rec).ptr(off), len) }
+        }
+    }
+
+    /// The task's output (valid once DONE was acquired).
+    pub fn output_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
+        output_bytes(&self.runtime_arena, rec)
+    }
+
+    pub(crate) fn set_output(&self, rec: &TaskRecord, bytes: &[u8]) -> Result<(), TaskError> {
+        let old = rec.out_offset.swap(INLINE, Ordering::Relaxed);
+        if old != INLINE {
+            let _ = self.runtime_arena.free(old);
+        }
+        if bytes.len() <= INLINE_BYTES {
+            // SAFETY: only the task's runner writes the output, before DONE.
+            unsafe { (&mut *rec.inline_out.get())[..bytes.len()].copy_from_slice(bytes) };
+        } else {
+            let owner = rec.owner.load(Ordering::Relaxed);
+            let off = self.runtime_arena.alloc(bytes.len(), owner).ok_or_else(|| {
+                TaskError::Failed(format!(
+                    "the runtime data segment has no room for {} bytes of output: raise memory.runtime_data_segment_size",
+                    bytes.len()
+                ))
+            })?;
+            // SAFETY: the fresh block holds at least bytes.len() bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.runtime_arena.ptr(off),
+                    bytes.len(),
+                )
+            };
+            rec.out_offset.store(off, Ordering::Relaxed);
+        }
+        rec.out_len.store(bytes.len() as u32, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops a reference to a record; the last one frees its payloads too.
+    pub fn release(&self, idx: u32, which: u32) {
+        self.view.records.release(idx, which, |r| {
+            free_payloads(&self.client_arena, &self.runtime_arena, r)
+        });
+    }
+
+    /// Wakes worker `w` if it sleeps.
+    #[inline]
+    pub fn ring(&self, w: u32) {
+        ring_lane(&self.view.lanes[w as usize]);
+    }
+
+    /// Completes a claimed record: status, optional message, DONE, wake-ups.
+    fn publish(&self, rec: &TaskRecord, st: i32) {
+        rec.status.store(st, Ordering::Relaxed);
+        if rec.publish_done() {
+            futex_wake(&rec.state, i32::MAX);
+        }
+        let w = rec.waker.load(Ordering::Relaxed);
+        if w != record::NO_WAKER {
+            self.ring(w - 1);
+        }
+    }
+
+    /// Completes a task with an error unless someone completed it first.
+    pub(crate) fn fail(&self, rec: &TaskRecord, from: &[u32], st: i32, message: &str) -> bool {
+        if !rec.claim_completion(from) {
+            return false;
+        }
+        let _ = self.set_output(rec, message.as_bytes());
+        self.publish(rec, st);
+        true
+    }
+
+    fn timeout_message(&self) -> String {
+        format!(
+            "task exceeded runtime.task_timeout ({} ms)",
+            self.task_timeout_ns / 1_000_000
+        )
+    }
+
+    /// Submits a task from inside a running task (a subtask). A full lane or
+    /// an exhausted pool makes the caller yield, never block its worker.
+    pub(crate) fn submit_internal(
+        &self,
+        worker: u32,
+        pool: u32,
+        method: u32,
+        input: &[u8],
+        local: bool,
+        yielder: &Yielder<(), Suspend>,
+    ) -> Result<u32, TaskError> {
+        let idx = loop {
+            if let Some(i) = self.view.records.alloc(record::RUNTIME_OWNER) {
+                break i;
+            }
+            yielder.suspend(Suspend::Yield);
+        };
+        let rec = self.view.records.get(idx);
+        if let Err(e) = self.fill(
+            rec,
+            pool,
+            method,
+            input,
+            record::RUNTIME_OWNER,
+            FLAG_IN_RUNTIME_ARENA,
+        ) {
+            self.release(idx, REF_CLIENT);
+            return Err(e);
+        }
+        rec.waker.store(worker + 1, Ordering::Relaxed);
+        let lanes = self.view.lanes.len() as u32;
+        let lane = if local {
+            worker
+        } else {
+            self.rr.fetch_add(1, Ordering::Relaxed) % lanes
+        };
+        rec.lane.store(lane, Ordering::Relaxed);
+        rec.refs.fetch_or(REF_RUNTIME, Ordering::AcqRel);
+        rec.state.store(record::SUBMITTED, Ordering::Release);
+        while self.view.lanes[lane as usize].push(idx).is_err() {
+            yielder.suspend(Suspend::Yield);
+        }
+        self.ring(lane);
+        Ok(idx)
+    }
+
+    /// Writes a task's header and input into an allocated record.
+    pub(crate) fn fill(
+        &self,
+        rec: &TaskRecord,
+        pool: u32,
+        method: u32,
+        input: &[u8],
+        owner: u32,
+        flags: u32,
+    ) -> Result<(), TaskError> {
+        let arena = if flags & FLAG_IN_RUNTIME_ARENA != 0 {
+            &self.runtime_arena
+        } else {
+            &self.client_arena
+        };
+        fill_record(
+            self.view.header,
+            arena,
+            rec,
+            pool,
+            method,
+            input,
+            owner,
+            flags,
+        )
+        .map_err(|len| TaskError::Failed(format!("no room for {len} bytes of task input")))
+    }
+
+    pub fn pools(&self) -> Vec<crate::module::PoolInfo> {
+        self.pools.list()
+    }
+
+    /// Asks every worker to finish and wakes them all.
+    pub fn request_stop(&self) {
+        self.view
+            .header
+            .state
+            .store(layout::RUNTIME_STOPPING, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        for w in 0..self.view.lanes.len() as u32 {
+            ring_lane_force(&self.view.lanes[w as usize]);
+        }
+    }
+}
+
+/// A completed task's output, where the completer put it (valid once DONE
+/// was acquired and while a reference to the record is held).
+pub fn output_bytes<'r>(runtime_arena: &'r Arena, rec: &'r TaskRecord) -> &'r [u8] {
+    let len = rec.out_len.load(Ordering::Relaxed) as usize;
+    let off = rec.out_offset.load(Ordering::Relaxed);
+    if off == INLINE {
+        // SAFETY: written by the completer before DONE, which was acquired.
+        unsafe { &(&*rec.inline_out.get())[..len.min(INLINE_BYTES)] }
+    } else {
+        // SAFETY: the block holds len bytes and stays allocated until the
+        // record is freed, which needs the caller's reference.
+        unsafe { std::slice::from_raw_parts(runtime_arena.ptr(off), len) }
+    }
+}
+
+/// Frees a record's payload blocks; runs once, when its last reference goes.
+pub fn free_payloads(client_arena: &Arena, runtime_arena: &Arena, rec: &TaskRecord) {
+    let inp = rec.in_offset.load(Ordering::Relaxed);
+    if inp != INLINE {
+        let arena = if rec.flags.load(Ordering::Relaxed) & FLAG_IN_RUNTIME_ARENA != 0 {
+            runtime_arena
+        } else {
+            client_arena
+        };
+        let _ = arena.free(inp);
+    }
+    let out = rec.out_offset.load(Ordering::Relaxed);
+    if out != INLINE {
+        let _ = runtime_arena.free(out);
+    }
+}
+
+/// Writes a task into an allocated, unpublished record: header, deadline
+/// and input (inline when small, else a block of `arena` owned by `owner`).
+/// The error is the input length that found no room. Clients and the
+/// runtime share this, so a record always means the same thing.
+#[allow(clippy::too_many_arguments)]
+pub fn fill_record(
+    header: &layout::EngineHeader,
+    arena: &Arena,
+    rec: &TaskRecord,
+    pool: u32,
+    method: u32,
+    input: &[u8],
+    owner: u32,
+    flags: u32,
+) -> Result<(), usize> {
+    rec.pool_id.store(pool, Ordering::Relaxed);
+    rec.method.store(method, Ordering::Relaxed);
+    rec.flags.store(flags, Ordering::Relaxed);
+    let now = now_ns();
+    rec.submit_ns.store(now, Ordering::Relaxed);
+    rec.deadline_ns
+        .store(now + header.task_timeout_ns, Ordering::Relaxed);
+    rec.task_id.store(
+        header.next_task_id.fetch_add(1, Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    if input.len() <= INLINE_BYTES {
+        // SAFETY: the record is allocated to the caller and not yet published.
+        unsafe { (&mut *rec.inline_in.get())[..input.len()].copy_from_slice(input) };
+    } else {
+        let off = arena.alloc(input.len(), owner).ok_or(input.len())?;
+        // SAFETY: the fresh block holds at least input.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), arena.ptr(off), input.len()) };
+        rec.in_offset.store(off, Ordering::Relaxed);
+    }
+    rec.in_len.store(input.len() as u32, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Wakes a lane's worker if it announced sleep. Producers call this after
+/// every push; the common case is one load of a shared cache line.
+#[inline]
+pub fn ring_lane(lane: &Lane<'_>) {
+    if lane.header.doorbell.load(Ordering::SeqCst) == 1
+        && lane.header.doorbell.swap(0, Ordering::SeqCst) == 1
+    {
+        futex_wake(&lane.header.doorbell, 1);
+    }
+}
+
+fn ring_lane_force(lane: &Lane<'_>) {
+    lane.header.doorbell.store(0, Ordering::SeqCst);
+    futex_wake(&lane.header.doorbell, 1);
+}
+
+type TaskCoroutine = Coroutine<(), Suspend, Result<(), TaskError>, DefaultStack>;
+
+struct Parked {
+    coro: TaskCoroutine,
+    idx: u32,
+    wait: Suspend,
+}
+
+pub struct Worker {
+    core: Arc<RuntimeCore>,
+    id: u32,
+    lane: Lane<'static>,
+    slot: &'static WorkerSlot,
+    stacks: Vec<DefaultStack>,
+    parked: Vec<Parked>,
+    spare: Vec<Parked>,
+    pools: Vec<Option<Arc<Pool>>>,
+    pools_gen: u64,
+}
+
+impl Worker {
+    pub fn new(core: Arc<RuntimeCore>, id: u32) -> Worker {
+        let lane = core.view.lanes[id as usize];
+        let slot = &core.view.workers[id as usize];
+        Worker {
+            core,
+            id,
+            lane,
+            slot,
+            stacks: Vec::new(),
+            parked: Vec::new(),
+            spare: Vec::new(),
+            pools: Vec::new(),
+            pools_gen: u64::MAX,
+        }
+    }
+
+    fn pool(&mut self, id: u32) -> Option<Arc<Pool>> {
+        let generation = self.core.pools.generation();
+        if generation != self.pools_gen {
+            self.pools = self.core.pools.snapshot();
+            self.pools_gen = generation;
+        }
+        self.pools.get(id as usize).cloned().flatten()
+    }
+
+    /// The worker's loop; returns when the runtime stops and its work is done
+    /// (or `drain` has passed since the stop).
+    pub fn run(mut self, drain: Duration) {
+        let mut idle_since: Option<u64> = None;
+        let mut stop_deadline: Option<u64> = None;
+        loop {
+            self.slot.progress.fetch_add(1, Ordering::Relaxed);
+            let mut did = 0;
+            while did < BATCH {
+                match self.lane.pop() {
+                    Some(idx) => {
+                        self.start(idx);
+                        did += 1;
+                    }
+                    None => break,
+                }
+            }
+            if !self.parked.is_empty() {
+                did += self.poll_parked();
+            }
+            if did > 0 {
+                idle_since = None;
+                continue;
+            }
+            if self.core.stop.load(Ordering::Acquire) {
+                if self.parked.is_empty() && !self.lane.has_work() {
+                    break;
+                }
+                let deadline =
+                    *stop_deadline.get_or_insert_with(|| now_ns() + drain.as_nanos() as u64);
+                if now_ns() > deadline {
+                    self.abandon_parked();
+                    break;
+                }
+            }
+            let now = now_ns();
+            let since = *idle_since.get_or_insert(now);
+            if now - since < SPIN_NS {
+                relax();
+                continue;
+            }
+            // Announce sleep, then look once more: a producer either sees the
+            // doorbell or we see its task (both sides use SeqCst).
+            self.lane.header.doorbell.store(1, Ordering::SeqCst);
+            if self.lane.has_work()
+                || self.core.stop.load(Ordering::Acquire) && self.parked.is_empty()
+            {
+                self.lane.header.doorbell.store(0, Ordering::SeqCst);
+                continue;
+            }
+            let timeout = if self.parked.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(5)
+            };
+            futex_wait(&self.lane.header.doorbell, 1, timeout);
+            self.lane.header.doorbell.store(0, Ordering::SeqCst);
+            idle_since = None;
+        }
+        // Suspended stacks of abandoned tasks must not be unwound (release
+        // builds abort on panic); they were forgotten in abandon_parked.
+        self.slot.running.store(record::NONE, Ordering::Relaxed);
+    }
+
+    fn start(&mut self, idx: u32) {
+        // SAFETY: self.core is an Arc this worker holds and never replaces;
+        // the reference does not outlive this call. (Cloning the Arc per task
+        // would bounce its count between all workers' caches.)
+        let core: &RuntimeCore = unsafe { &*Arc::as_ptr(&self.core) };
+        let rec = core.view.records.get(idx);
+        let mut s = rec.state.load(Ordering::Acquire);
+        loop {
+            if s & record::STATE_MASK != record::SUBMITTED {
+                // Completed while queued (timed out): only our reference is left to drop.
+                core.release(idx, REF_RUNTIME);
+                return;
+            }
+            match rec.state.compare_exchange_weak(
+                s,
+                (s & record::WAITER) | record::RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        if now_ns() > rec.deadline_ns.load(Ordering::Relaxed) {
+            core.fail(
+                rec,
+                &[record::RUNNING],
+                status::TIMED_OUT,
+                &core.timeout_message(),
+            );
+            self.done(idx);
+            return;
+        }
+        let pool_id = rec.pool_id.load(Ordering::Relaxed);
+        let Some(pool) = self.pool(pool_id) else {
+            core.fail(
+                rec,
+                &[record::RUNNING],
+                status::NO_SUCH_POOL,
+                &format!("no pool with id {pool_id}"),
+            );
+            self.done(idx);
+            return;
+        };
+        let stack = match self.stacks.pop() {
+            Some(s) => s,
+            None => match DefaultStack::new(core.stack_size) {
+                Ok(s) => s,
+                Err(e) => {
+                    core.fail(
+                        rec,
+                        &[record::RUNNING],
+                        status::MODULE_ERROR,
+                        &format!("cannot allocate a {}-byte task stack: {e}", core.stack_size),
+                    );
+                    self.done(idx);
+                    return;
+                }
+            },
+        };
+        let core_addr = Arc::as_ptr(&self.core) as usize;
+        let worker = self.id;
+        let coro = Coroutine::with_stack(stack, move |yielder: &Yielder<(), Suspend>, ()| {
+            // SAFETY: the worker holds an Arc to the core for longer than any
+            // of its coroutines runs (abandoned ones are never resumed).
+            let core = unsafe { &*(core_addr as *const RuntimeCore) };
+            let rec = core.view.records.get(idx);
+            let mut ctx = TaskContext {
+                core,
+                worker,
+                idx,
+                rec,
+                yielder,
+                subtasks: Vec::new(),
+            };
+            pool.container.run(&mut ctx)
+        });
+        self.drive(coro, idx);
+    }
+
+    fn drive(&mut self, mut coro: TaskCoroutine, idx: u32) {
+        self.slot.running.store(idx, Ordering::Relaxed);
+        let result = coro.resume(());
+        self.slot.running.store(record::NONE, Ordering::Relaxed);
+        match result {
+            CoroutineResult::Return(result) => {
+                if self.stacks.len() < STACK_POOL {
+                    self.stacks.push(coro.into_stack());
+                }
+                let core = &*self.core;
+                let rec = core.view.records.get(idx);
+                if rec.claim_completion(&[record::RUNNING]) {
+                    match result {
+                        Ok(()) => core.publish(rec, status::OK),
+                        Err(e) => {
+                            let _ = core.set_output(rec, e.to_string().as_bytes());
+                            core.publish(rec, e.status());
+                        }
+                    }
+                }
+                self.done(idx);
+            }
+            CoroutineResult::Yield(wait) => self.parked.push(Parked { coro, idx, wait }),
+        }
+    }
+
+    /// The runtime is finished with the record.
+    fn done(&mut self, idx: u32) {
+        self.slot.tasks_done.fetch_add(1, Ordering::Relaxed);
+        self.core.release(idx, REF_RUNTIME);
+    }
+
+    fn poll_parked(&mut self) -> usize {
+        let now = now_ns();
+        let mut ran = 0;
+        let mut parked = std::mem::take(&mut self.parked);
+        for p in parked.drain(..) {
+            let rec = self.core.view.records.get(p.idx);
+            if now > rec.deadline_ns.load(Ordering::Relaxed) {
+                // The client gets its timeout now; the coroutine finishes
+                // when its wait is over, its result discarded.
+                self.core.fail(
+                    rec,
+                    &[record::RUNNING],
+                    status::TIMED_OUT,
+                    &self.core.timeout_message(),
+                );
+            }
+            let ready = match p.wait {
+                Suspend::Yield => true,
+                Suspend::Wait(sub) => self.core.view.records.get(sub).phase() == record::DONE,
+            };
+            if ready {
+                self.drive(p.coro, p.idx);
+                ran += 1;
+            } else {
+                self.spare.push(p);
+            }
+        }
+        self.parked.append(&mut self.spare);
+        self.spare = parked;
+        ran
+    }
+
+    /// Stop has waited long enough: tell the clients and drop the stacks
+    /// without unwinding them.
+    fn abandon_parked(&mut self) {
+        for p in self.parked.drain(..) {
+            let rec = self.core.view.records.get(p.idx);
+            self.core.fail(
+                rec,
+                &[record::RUNNING],
+                status::STOPPING,
+                "the runtime stopped before this task finished",
+            );
+            std::mem::forget(p.coro);
+        }
+    }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of
+/// /proc/PID/stat); with the pid it names a process uniquely.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields after the command: state is field 3, starttime field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// One reaper thread: clients with `slot % count == index`; index 0 also
+/// keeps time.
+pub fn run_reaper(core: Arc<RuntimeCore>, index: u32, count: u32, stop: mpsc::Receiver<()>) {
+    let tick_ns = (core.task_timeout_ns / 4).clamp(1_000_000, 100_000_000);
+    let tick = Duration::from_nanos(tick_ns);
+    let mut last_progress: Vec<u64> = vec![0; core.view.workers.len()];
+    let mut liveness_due = 0u64;
+    let mut reclaiming_since: Vec<u64> = vec![0; core.view.clients.len()];
+    loop {
+        match stop.recv_timeout(tick) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = now_ns();
+        if index == 0 {
+            timekeep(&core, now, &mut last_progress);
+        }
+        if now >= liveness_due {
+            liveness_due = now + 100_000_000;
+            for (i, slot) in core.view.clients.iter().enumerate() {
+                if i as u32 % count != index {
+                    continue;
+                }
+                reap_slot(&core, i, slot, now, &mut reclaiming_since[i]);
+            }
+        }
+    }
+}
+
+fn timekeep(core: &RuntimeCore, now: u64, last_progress: &mut [u64]) {
+    let msg = core.timeout_message();
+    for (w, slot) in core.view.workers.iter().enumerate() {
+        let running = slot.running.load(Ordering::Relaxed);
+        if running != record::NONE {
+            let rec = core.view.records.get(running);
+            if now > rec.deadline_ns.load(Ordering::Relaxed) {
+                core.fail(rec, &[record::RUNNING], status::TIMED_OUT, &msg);
+            }
+        }
+        // A worker that made no pass since the last tick is stuck in one
+        // task: time out what waits in its lane, too.
+        let progress = slot.progress.load(Ordering::Relaxed);
+        let stuck = progress == last_progress[w] && running != record::NONE;
+        last_progress[w] = progress;
+        if stuck {
+            for idx in core.view.lanes[w].queued() {
+                let rec = core.view.records.get(idx);
+                if now > rec.deadline_ns.load(Ordering::Relaxed) {
+                    core.fail(rec, &[record::SUBMITTED], status::TIMED_OUT, &msg);
+                }
+            }
+        }
+    }
+}
+
+fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, since: &mut u64) {
+    let state = slot.state.load(Ordering::Acquire);
+    let pid = slot.pid.load(Ordering::Relaxed);
+    if state == layout::CLIENT_ACTIVE {
+        let started = slot.start_time.load(Ordering::Relaxed);
+        if process_start_time(pid) == Some(started) {
+            return;
+        }
+        if slot
+            .state
+            .compare_exchange(
+                layout::CLIENT_ACTIVE,
+                layout::CLIENT_RECLAIMING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        *since = now;
+        info!(
+            core.log,
+            "client pid {} is gone; reclaiming what it held", pid
+        );
+    } else if state != layout::CLIENT_RECLAIMING {
+        return;
+    }
+    let owner = i as u32 + 1;
+    let records = core.view.records;
+    let carved = (records.header.carved.load(Ordering::Acquire) as usize).min(records.owners.len());
+    let mut left = Vec::new();
+    for idx in 0..carved {
+        if records.owners[idx].load(Ordering::Relaxed) == owner {
+            core.release(idx as u32, REF_CLIENT);
+            if records.owners[idx].load(Ordering::Relaxed) == owner {
+                left.push(idx as u32);
+            }
+        }
+    }
+    if !left.is_empty() && now.saturating_sub(*since) > 1_000_000_000 {
+        // A client killed between marking a record submitted and pushing it
+        // leaves a runtime reference nobody will drop. After a second, a
+        // SUBMITTED record that is in no lane is such a one.
+        let queued: HashSet<u32> = core
+            .view
+            .lanes
+            .iter()
+            .flat_map(|l| l.queued().collect::<Vec<_>>())
+            .collect();
+        left.retain(|&idx| {
+            let rec = records.get(idx);
+            if rec.phase() == record::SUBMITTED && !queued.contains(&idx) {
+                core.release(idx, REF_RUNTIME);
+                false
+            } else {
+                true
+            }
+        });
+    }
+    if left.is_empty() {
+        let blocks =
+            core.client_arena.reclaim_owner(owner) + core.runtime_arena.reclaim_owner(owner);
+        slot.submitted.store(0, Ordering::Relaxed);
+        slot.state.store(layout::CLIENT_FREE, Ordering::Release);
+        info!(
+            core.log,
+            "reclaimed client pid {}: slot {} free, {} stray buffer(s)", pid, i, blocks
+        );
+    } else if now.saturating_sub(*since) > 10_000_000_000 {
+        warn!(
+            core.log,
+            "client pid {} still has {} task(s) in flight after 10 s",
+            pid,
+            left.len()
+        );
+        *since = now;
+    }
+}

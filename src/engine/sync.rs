@@ -1,0 +1,62 @@
+//! Cross-process waiting: futexes on words in shared memory (never the
+//! private variant, since the waker is another process), and a monotonic
+//! clock that every process on the host reads alike.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Nanoseconds of CLOCK_MONOTONIC: comparable across processes of one host,
+/// unlike `Instant`, which cannot be shared.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are
+/// allowed; callers re-check their condition.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: word is a live, aligned u32 for the duration of the call; the
+    // kernel only reads it and the timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes up to `n` waiters on `word`.
+pub fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: word is a live, aligned u32; FUTEX_WAKE does not touch memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            0usize,
+            0usize,
+            0u32,
+        );
+    }
+}
+
+/// Spin-loop hint used in bounded busy waits.
+#[inline]
+pub fn relax() {
+    std::hint::spin_loop();
+}

@@ -1,0 +1,3 @@
+//! Modules built into the runtime.
+
+pub mod admin;
