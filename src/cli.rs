@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::Client;
 use crate::config::size::human;
 use crate::config::{self, Env, KEYS, LoadOptions, Loaded};
 use crate::exit;
@@ -42,6 +43,15 @@ enum Command {
     /// Check, show or list the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Send admin no-op tasks to the runtime and print their round trips.
+    Ping {
+        /// How many pings.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -102,6 +112,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
             config_check(&o)
         }
         Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
+        Command::Ping { count, json } => ping(&opts(Vec::new()), count.max(1), json),
         Command::Config(ConfigCommand::Keys) => {
             let defaults = config::Config::default();
             for k in KEYS {
@@ -330,11 +341,17 @@ fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
             return exit::UNAVAILABLE;
         }
     };
-    let Found::Running { disc, main, .. } = found else {
+    let Found::Running { path, disc, main } = found else {
         eprintln!("chimaera: {}", not_running_message(&found));
         return exit::NOT_RUNNING;
     };
-    if let Err(e) = crate::sys::send_signal(disc.pid, libc::SIGTERM) {
+    // The admin pool's stop is the runtime's own graceful path and works for
+    // any user allowed to submit tasks; a signal is the fallback.
+    let via_admin = Client::connect_discovery(path, disc.clone()).and_then(|c| c.stop_runtime());
+    if let Err(admin_err) = via_admin
+        && let Err(e) = crate::sys::send_signal(disc.pid, libc::SIGTERM)
+    {
+        eprintln!("chimaera: the admin stop failed ({admin_err})");
         if e.raw_os_error() == Some(libc::EPERM) {
             eprintln!(
                 "chimaera: not allowed to stop the runtime (pid {}, uid {}): run as root or as its user",
@@ -360,7 +377,7 @@ fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
         }
         if Instant::now() >= deadline {
             eprintln!(
-                "chimaera: the runtime (pid {}) is still running {}s after SIGTERM; see its log, or `kill -9 {}` as a last resort",
+                "chimaera: the runtime (pid {}) is still running {}s after the stop request; see its log, or `kill -9 {}` as a last resort",
                 disc.pid,
                 timeout.as_secs(),
                 disc.pid
@@ -369,4 +386,57 @@ fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn ping(opts: &LoadOptions, count: u32, json: bool) -> u8 {
+    let env = Env::from_process();
+    let loaded = match load_or_report(opts, &env) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let client = match discovery::find(&loaded, &env)
+        .map_err(|_| crate::client::ClientError::NotRunning("no discovery file".into()))
+        .and_then(|(path, disc)| Client::connect_discovery(path, disc))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            return match e {
+                crate::client::ClientError::NotRunning(_) => exit::NOT_RUNNING,
+                _ => exit::UNAVAILABLE,
+            };
+        }
+    };
+    let mut rtts = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        match client.ping() {
+            Ok(d) => {
+                if !json {
+                    println!("admin ping: {:.1} us", d.as_secs_f64() * 1e6);
+                }
+                rtts.push(d.as_nanos() as u64);
+            }
+            Err(e) => {
+                eprintln!("chimaera: ping failed: {e}");
+                return exit::UNAVAILABLE;
+            }
+        }
+    }
+    let mut sorted = rtts.clone();
+    sorted.sort_unstable();
+    let p50 = sorted[sorted.len() / 2];
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"count": count, "rtt_ns": rtts, "min_ns": sorted[0], "p50_ns": p50, "max_ns": sorted[sorted.len() - 1]})
+        );
+    } else if count > 1 {
+        println!(
+            "{count} pings: min {:.1} us, median {:.1} us, max {:.1} us",
+            sorted[0] as f64 / 1e3,
+            p50 as f64 / 1e3,
+            sorted[sorted.len() - 1] as f64 / 1e3
+        );
+    }
+    exit::OK
 }

@@ -329,3 +329,40 @@ fn an_idle_daemon_costs_almost_nothing() {
         share * 100.0
     );
 }
+
+#[test]
+fn ping_and_stop_from_the_command_line() {
+    let mut node = Node::new("cliping");
+    let d = node.spawn(&[]);
+    node.wait_running(d);
+    let out = node.output(&["ping", "-n", "3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("admin ping: "))
+            .count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("3 pings: min"), "{text}");
+    let out = node.output(&["ping", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["p50_ns"].as_u64().unwrap() > 0);
+    let out = node.output(&["stop"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(node.wait_exit(d, Duration::from_secs(5)).code(), Some(0));
+    // With no runtime, ping says so and exits 3, like status.
+    let out = node.output(&["ping"]);
+    assert_eq!(out.status.code(), Some(3));
+}
