@@ -43,6 +43,9 @@ enum Command {
     /// Check, show or list the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure the runtime against this machine's floor (starts its own daemon).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Send admin no-op tasks to the runtime and print their round trips.
     Ping {
         /// How many pings.
@@ -66,6 +69,16 @@ pub struct StopArgs {
     /// Seconds to wait for the runtime to finish.
     #[arg(long, default_value_t = service::DEFAULT_STOP_TIMEOUT.as_secs())]
     timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Local tasks through shared memory: round trip, pipelined and multi-client rates.
+    Local {
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +125,29 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
             config_check(&o)
         }
         Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
+        Command::Bench(BenchCommand::Local { json }) => match crate::bench::local() {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string(&r).expect("serializable"));
+                } else {
+                    println!(
+                        "rtt p50 {} ns p99 {} ns | floor p50 {} ns ({:.2}x) | async {:.0} tasks/s | {} clients {:.0} tasks/s",
+                        r.rtt_p50_ns,
+                        r.rtt_p99_ns,
+                        r.floor_rtt_ns,
+                        r.rtt_over_floor,
+                        r.async_tasks_per_s,
+                        r.clients,
+                        r.multi_client_tasks_per_s
+                    );
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("chimaera: bench failed: {e}");
+                exit::SOFTWARE
+            }
+        },
         Command::Ping { count, json } => ping(&opts(Vec::new()), count.max(1), json),
         Command::Config(ConfigCommand::Keys) => {
             let defaults = config::Config::default();

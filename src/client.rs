@@ -39,7 +39,7 @@ use memmap2::MmapMut;
 use crate::alloc::{Arena, Region};
 use crate::config::{self, Env, LoadOptions};
 use crate::engine::layout::{self, View};
-use crate::engine::record::{self, REF_CLIENT, REF_RUNTIME, status};
+use crate::engine::record::{self, REF_CLIENT, status};
 use crate::engine::runtime::{
     fill_record, free_payloads, output_bytes, process_start_time, ring_lane,
 };
@@ -459,22 +459,17 @@ impl Client {
         })?;
         let lane = lane.unwrap_or_else(|| self.pick_lane());
         rec.lane.store(lane, Ordering::Relaxed);
-        rec.refs.fetch_or(REF_RUNTIME, Ordering::AcqRel);
-        rec.state.store(record::SUBMITTED, Ordering::Release);
+        rec.mark_submitted();
         let l = &view.lanes[lane as usize];
         let mut backoff = Backoff::new();
         loop {
             if l.push(idx).is_ok() {
                 ring_lane(l);
-                inner.view.clients[inner.slot as usize]
-                    .submitted
-                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(handle);
             }
             if !block || view.is_stopping() {
                 // Not published: take the runtime's reference back.
-                rec.state.store(record::ALLOCATED, Ordering::Release);
-                rec.refs.fetch_and(!REF_RUNTIME, Ordering::AcqRel);
+                rec.unmark_submitted();
                 return Err(if block {
                     ClientError::Stopping
                 } else {
@@ -482,8 +477,7 @@ impl Client {
                 });
             }
             if let Err(e) = backoff.wait(self) {
-                rec.state.store(record::ALLOCATED, Ordering::Release);
-                rec.refs.fetch_and(!REF_RUNTIME, Ordering::AcqRel);
+                rec.unmark_submitted();
                 return Err(e);
             }
         }
@@ -636,7 +630,7 @@ impl TaskHandle {
         let inner = &*self.client.inner;
         let rec = self.rec();
         let out = output_bytes(&inner.runtime_arena, rec);
-        match rec.status.load(Ordering::Acquire) {
+        match rec.status() {
             status::OK => Ok(f(out)),
             status::TIMED_OUT => Err(ClientError::TimedOut),
             status::STOPPING => Err(ClientError::Stopping),
@@ -673,7 +667,7 @@ impl TaskHandle {
         let mut last_check = Instant::now();
         loop {
             let s = rec.state.load(Ordering::Acquire);
-            if s & record::STATE_MASK == record::DONE {
+            if s & record::PHASE_MASK == record::DONE {
                 return Ok(());
             }
             let mut slice = LIVENESS_CHECK;

@@ -16,6 +16,7 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 pub mod alloc;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod engine;

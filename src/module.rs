@@ -268,7 +268,7 @@ impl<'a> TaskContext<'a> {
         while rec.phase() != record::DONE {
             self.yielder.suspend(Suspend::Wait(sub.idx));
         }
-        match rec.status.load(Ordering::Acquire) {
+        match rec.status() {
             status::OK => Ok(self.core.output_of(rec).to_vec()),
             status::TIMED_OUT => Err(TaskError::Failed("subtask timed out".into())),
             s => Err(TaskError::Failed(format!(

@@ -46,7 +46,7 @@ pub struct EngineHeader {
     /// STARTING, RUNNING, STOPPING.
     pub state: AtomicU32,
     pub _r0: u32,
-    pub next_task_id: AtomicU64,
+    pub _r1: u64,
     pub started_ns: u64,
     pub pool: PoolHeader,
 }
@@ -77,8 +77,7 @@ pub struct ClientSlot {
     pub state: AtomicU32,
     pub pid: AtomicU32,
     pub start_time: AtomicU64,
-    pub submitted: AtomicU64,
-    pub _pad: [u8; 40],
+    pub _pad: [u8; 48],
 }
 
 /// Offsets computed from the segment size and the configuration.

@@ -1,33 +1,35 @@
 //! Task records: fixed-size slots in the main segment that carry one task
 //! from submission to completion, and the lock-free pool they come from.
 //!
-//! A record is shared by two parties, each holding a reference bit: the
-//! client (until it has read the result) and the runtime (from submission
-//! until the worker is done with it). Whoever drops the last bit frees the
-//! record and its payload blocks, so neither side frees memory the other may
-//! still read, whatever order they finish in, and a timed-out task can keep
-//! running without its record being reused under it.
+//! Everything that changes hands lives in one 32-bit state word: the phase
+//! (allocated, submitted, done), the result status, a waiter bit, and two
+//! reference bits, one for the client (until it has read the result) and
+//! one for the runtime (from submission until the worker is done). Whoever
+//! drops the last reference frees the record and its payload blocks, so
+//! neither side frees memory the other may still read, whatever order they
+//! finish in, and a timed-out task can keep running without its record being
+//! reused under it.
 //!
-//! Completion is claimed: the worker (with a result) or the timekeeper (with
-//! a timeout) moves the state to COMPLETING by CAS, writes status and output,
-//! then stores DONE. Only one of them can win, so a client never sees a
-//! timeout status with a half-written result or the reverse.
+//! Completion is one CAS from SUBMITTED to DONE carrying the status (and,
+//! for the worker, dropping its reference in the same step). The worker and
+//! the timekeeper race for it and exactly one wins. The client spins on this
+//! word, so the worker touching it once per task, not four times, is what
+//! keeps the round trip near the hardware floor.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const FREE: u32 = 0;
 pub const ALLOCATED: u32 = 1;
 pub const SUBMITTED: u32 = 2;
-pub const RUNNING: u32 = 3;
-pub const COMPLETING: u32 = 4;
-pub const DONE: u32 = 5;
-/// Set on the state word by a client that sleeps on it.
-pub const WAITER: u32 = 0x100;
-pub const STATE_MASK: u32 = 0xff;
-
-pub const REF_CLIENT: u32 = 1;
-pub const REF_RUNTIME: u32 = 2;
+pub const DONE: u32 = 3;
+pub const PHASE_MASK: u32 = 0xff;
+/// Set by a client that sleeps on the state word.
+pub const WAITER: u32 = 1 << 8;
+pub const REF_CLIENT: u32 = 1 << 9;
+pub const REF_RUNTIME: u32 = 1 << 10;
+const REFS: u32 = REF_CLIENT | REF_RUNTIME;
+const STATUS_SHIFT: u32 = 16;
 
 /// Payload offsets meaning "in the record itself".
 pub const INLINE: u64 = u64::MAX;
@@ -40,7 +42,7 @@ pub const RUNTIME_OWNER: u32 = u32::MAX;
 pub const NO_WAKER: u32 = 0;
 pub const NONE: u32 = u32::MAX;
 
-/// Result status of a task, as stored in the record.
+/// Result status of a task, as carried in the state word (0..=255).
 pub mod status {
     pub const OK: i32 = 0;
     pub const TIMED_OUT: i32 = 1;
@@ -56,27 +58,28 @@ pub mod status {
 /// Acquire load.
 #[repr(C, align(64))]
 pub struct TaskRecord {
+    // First cache line: all a worker touches to run a task.
     pub state: AtomicU32,
-    pub refs: AtomicU32,
-    pub next_free: AtomicU32,
-    /// Client slot + 1, or [`RUNTIME_OWNER`].
-    pub owner: AtomicU32,
-    pub status: AtomicI32,
-    /// Worker id + 1 to wake when this task completes (a parent task waits).
-    pub waker: AtomicU32,
     pub pool_id: AtomicU32,
     pub method: AtomicU32,
-    pub task_id: AtomicU64,
-    /// CLOCK_MONOTONIC deadline in ns (submission + task_timeout).
-    pub deadline_ns: AtomicU64,
-    pub submit_ns: AtomicU64,
-    pub in_offset: AtomicU64,
-    pub out_offset: AtomicU64,
+    /// Worker id + 1 to wake when this task completes (a parent task waits).
+    pub waker: AtomicU32,
     pub in_len: AtomicU32,
     pub out_len: AtomicU32,
-    pub lane: AtomicU32,
     pub flags: AtomicU32,
-    _pad: [u8; 40],
+    /// Client slot + 1, or [`RUNTIME_OWNER`].
+    pub owner: AtomicU32,
+    /// CLOCK_MONOTONIC deadline in ns (submission + task_timeout).
+    pub deadline_ns: AtomicU64,
+    pub in_offset: AtomicU64,
+    pub out_offset: AtomicU64,
+    // Second line: the submitter's bookkeeping.
+    pub next_free: AtomicU32,
+    pub lane: AtomicU32,
+    /// Record index (high half) and allocation generation (low half).
+    pub task_id: AtomicU64,
+    pub submit_ns: AtomicU64,
+    _pad: [u8; 48],
     pub inline_in: UnsafeCell<[u8; INLINE_BYTES]>,
     pub inline_out: UnsafeCell<[u8; INLINE_BYTES]>,
 }
@@ -87,38 +90,68 @@ const _: () = assert!(size_of::<TaskRecord>() == 256);
 // other only across the state word's Release/Acquire handoff.
 unsafe impl Sync for TaskRecord {}
 
+/// Who completed a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Someone else completed it first (a timeout, or the worker).
+    Lost,
+    /// We did; `waiter` says a client sleeps on the word, `last` that no
+    /// reference is left (the caller frees the record).
+    Won { waiter: bool, last: bool },
+}
+
 impl TaskRecord {
     #[inline]
     pub fn phase(&self) -> u32 {
-        self.state.load(Ordering::Acquire) & STATE_MASK
+        self.state.load(Ordering::Acquire) & PHASE_MASK
     }
 
-    /// Claims the right to complete the task if it is still `from` (queued
-    /// or running). The waiter bit is kept.
+    /// The result status; meaningful once the phase is DONE.
     #[inline]
-    pub fn claim_completion(&self, from: &[u32]) -> bool {
+    pub fn status(&self) -> i32 {
+        ((self.state.load(Ordering::Acquire) >> STATUS_SHIFT) & 0xff) as i32
+    }
+
+    /// Publishes a filled record for a worker: it now holds a runtime
+    /// reference too. Plain store: nobody else can see the record yet.
+    #[inline]
+    pub fn mark_submitted(&self) {
+        self.state.store(SUBMITTED | REFS, Ordering::Release);
+    }
+
+    /// Takes back a submission that never reached a lane.
+    #[inline]
+    pub fn unmark_submitted(&self) {
+        self.state.store(ALLOCATED | REF_CLIENT, Ordering::Release);
+    }
+
+    /// Completes a submitted task with `status` in one CAS, keeping the
+    /// waiter bit; `drop_runtime` also drops the runtime's reference.
+    #[inline]
+    pub fn complete(&self, status: i32, drop_runtime: bool) -> Completion {
         let mut s = self.state.load(Ordering::Acquire);
         loop {
-            if !from.contains(&(s & STATE_MASK)) {
-                return false;
+            if s & PHASE_MASK != SUBMITTED {
+                return Completion::Lost;
             }
-            match self.state.compare_exchange_weak(
-                s,
-                (s & WAITER) | COMPLETING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
+            let mut refs = s & REFS;
+            if drop_runtime {
+                refs &= !REF_RUNTIME;
+            }
+            let new = DONE | (s & WAITER) | refs | ((status as u32 & 0xff) << STATUS_SHIFT);
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Completion::Won {
+                        waiter: s & WAITER != 0,
+                        last: refs == 0,
+                    };
+                }
                 Err(now) => s = now,
             }
         }
-    }
-
-    /// Publishes DONE after a successful claim; true when a client sleeps on
-    /// the state word and must be woken.
-    #[inline]
-    pub fn publish_done(&self) -> bool {
-        self.state.swap(DONE, Ordering::AcqRel) & WAITER != 0
     }
 }
 
@@ -130,8 +163,7 @@ pub struct PoolHeader {
     /// Records ever handed out from the never-used tail of the array.
     pub carved: AtomicU32,
     pub capacity: u32,
-    /// Records currently allocated.
-    pub in_use: AtomicU32,
+    _r: u32,
     _pad: [u8; 44],
 }
 
@@ -148,7 +180,6 @@ impl<'a> Records<'a> {
     pub fn init(&self) {
         self.header.free_head.store(0, Ordering::Relaxed);
         self.header.carved.store(0, Ordering::Relaxed);
-        self.header.in_use.store(0, Ordering::Relaxed);
     }
 
     #[inline]
@@ -171,18 +202,21 @@ impl<'a> Records<'a> {
             }
         })?;
         let r = self.get(idx);
+        // Unique over the record's lifetimes without a shared counter.
+        let generation = (r.task_id.load(Ordering::Relaxed) as u32).wrapping_add(1);
+        r.task_id.store(
+            (u64::from(idx) << 32) | u64::from(generation),
+            Ordering::Relaxed,
+        );
         r.owner.store(owner, Ordering::Relaxed);
         self.owners[idx as usize].store(owner, Ordering::Relaxed);
-        r.refs.store(REF_CLIENT, Ordering::Relaxed);
         r.waker.store(NO_WAKER, Ordering::Relaxed);
         r.in_offset.store(INLINE, Ordering::Relaxed);
         r.out_offset.store(INLINE, Ordering::Relaxed);
         r.in_len.store(0, Ordering::Relaxed);
         r.out_len.store(0, Ordering::Relaxed);
         r.flags.store(0, Ordering::Relaxed);
-        r.status.store(0, Ordering::Relaxed);
-        r.state.store(ALLOCATED, Ordering::Release);
-        self.header.in_use.fetch_add(1, Ordering::Relaxed);
+        r.state.store(ALLOCATED | REF_CLIENT, Ordering::Release);
         Some(idx)
     }
 
@@ -208,13 +242,12 @@ impl<'a> Records<'a> {
         }
     }
 
-    /// Returns a record to the pool. Callers go through [`Records::release`].
-    fn free(&self, idx: u32) {
+    /// Returns a record to the pool, once no reference is left.
+    pub(crate) fn free(&self, idx: u32) {
         let r = self.get(idx);
         self.owners[idx as usize].store(0, Ordering::Relaxed);
         r.owner.store(0, Ordering::Relaxed);
         r.state.store(FREE, Ordering::Release);
-        self.header.in_use.fetch_sub(1, Ordering::Relaxed);
         let mut head = self.header.free_head.load(Ordering::Acquire);
         loop {
             r.next_free.store(head as u32, Ordering::Relaxed);
@@ -236,12 +269,12 @@ impl<'a> Records<'a> {
     #[inline]
     pub fn release(&self, idx: u32, which: u32, on_free: impl FnOnce(&TaskRecord)) -> bool {
         let r = self.get(idx);
-        let prev = r.refs.fetch_and(!which, Ordering::AcqRel);
+        let prev = r.state.fetch_and(!which, Ordering::AcqRel);
         if prev & which == 0 {
             // Already dropped (the reaper and a late client can both try).
             return false;
         }
-        if prev == which {
+        if prev & REFS == which {
             on_free(r);
             self.free(idx);
             true
@@ -250,8 +283,15 @@ impl<'a> Records<'a> {
         }
     }
 
+    /// Records currently allocated, counted from the owner array: for stats
+    /// and tests, off the hot path (a shared counter would make every
+    /// submission of every client contend for one cache line).
     pub fn in_use(&self) -> u32 {
-        self.header.in_use.load(Ordering::Relaxed)
+        let carved = (self.header.carved.load(Ordering::Acquire) as usize).min(self.owners.len());
+        self.owners[..carved]
+            .iter()
+            .filter(|o| o.load(Ordering::Relaxed) != 0)
+            .count() as u32
     }
 }
 
@@ -304,7 +344,7 @@ mod tests {
         let o = OwnedRecords::new(2);
         let r = o.view();
         let i = r.alloc(7).unwrap();
-        r.get(i).refs.fetch_or(REF_RUNTIME, Ordering::Relaxed);
+        r.get(i).mark_submitted();
         let mut freed = 0;
         assert!(!r.release(i, REF_RUNTIME, |_| freed += 1));
         assert!(
@@ -318,18 +358,50 @@ mod tests {
     }
 
     #[test]
-    fn completion_is_claimed_once() {
+    fn completion_is_won_once_and_carries_the_status() {
         let o = OwnedRecords::new(1);
         let r = o.view();
-        let rec = r.get(r.alloc(1).unwrap());
-        rec.state.store(RUNNING | WAITER, Ordering::Relaxed);
-        assert!(rec.claim_completion(&[SUBMITTED, RUNNING]));
-        assert!(
-            !rec.claim_completion(&[SUBMITTED, RUNNING]),
-            "the timekeeper loses after the worker"
+        let idx = r.alloc(1).unwrap();
+        let rec = r.get(idx);
+        rec.mark_submitted();
+        rec.state.fetch_or(WAITER, Ordering::Relaxed);
+        assert_eq!(
+            rec.complete(status::TIMED_OUT, false),
+            Completion::Won {
+                waiter: true,
+                last: false
+            }
         );
-        assert!(rec.publish_done(), "the waiter bit survives the claim");
-        assert_eq!(rec.phase(), DONE);
+        assert_eq!(
+            rec.complete(status::OK, true),
+            Completion::Lost,
+            "the worker loses after the timekeeper"
+        );
+        assert_eq!((rec.phase(), rec.status()), (DONE, status::TIMED_OUT));
+        // The loser drops its reference separately; the client's is last.
+        assert!(!r.release(idx, REF_RUNTIME, |_| {}));
+        assert!(r.release(idx, REF_CLIENT, |_| {}));
+        assert_eq!(r.in_use(), 0);
+    }
+
+    #[test]
+    fn a_worker_completing_an_abandoned_task_frees_it() {
+        let o = OwnedRecords::new(1);
+        let r = o.view();
+        let idx = r.alloc(1).unwrap();
+        let rec = r.get(idx);
+        rec.mark_submitted();
+        assert!(
+            !r.release(idx, REF_CLIENT, |_| {}),
+            "the client gave up its handle"
+        );
+        assert_eq!(
+            rec.complete(status::OK, true),
+            Completion::Won {
+                waiter: false,
+                last: true
+            }
+        );
     }
 
     #[test]
@@ -344,8 +416,8 @@ mod tests {
                         if let Some(i) = r.alloc(t + 1) {
                             let rec = r.get(i);
                             // Claim it: a record handed out twice trips this.
-                            assert_eq!(rec.task_id.swap(u64::from(t) + 1, Ordering::AcqRel), 0);
-                            rec.task_id.store(0, Ordering::Release);
+                            assert_eq!(rec.submit_ns.swap(u64::from(t) + 1, Ordering::AcqRel), 0);
+                            rec.submit_ns.store(0, Ordering::Release);
                             r.release(i, REF_CLIENT, |_| {});
                         }
                     }

@@ -25,10 +25,12 @@ use slog::{info, warn};
 
 use super::lane::Lane;
 use super::layout::{self, View, WorkerSlot};
-use super::record::{self, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status};
-use super::sync::{futex_wait, futex_wake, now_ns, relax};
+use super::record::{
+    self, Completion, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status,
+};
+use super::sync::{coarse_now_ns, futex_wait, futex_wake, now_ns, relax};
 use crate::alloc::Arena;
-use crate::module::{Pool, PoolTable, Registry, Suspend, TaskContext, TaskError};
+use crate::module::{Container, Pool, PoolTable, Registry, Suspend, TaskContext, TaskError};
 
 /// Records a worker takes per pass before it looks at parked tasks.
 pub const BATCH: usize = 32;
@@ -154,33 +156,45 @@ impl RuntimeCore {
         ring_lane(&self.view.lanes[w as usize]);
     }
 
-    /// Completes a claimed record: status, optional message, DONE, wake-ups.
-    fn publish(&self, rec: &TaskRecord, st: i32) {
-        rec.status.store(st, Ordering::Relaxed);
-        if rec.publish_done() {
-            futex_wake(&rec.state, i32::MAX);
+    /// Completes a task (unless someone did first): `message` becomes its
+    /// output (errors), `drop_runtime` gives up the runtime's reference in
+    /// the same step (the worker, done with the record). Wakes the client and
+    /// a parent task's worker. Returns whether this call completed it.
+    pub(crate) fn finish(
+        &self,
+        idx: u32,
+        st: i32,
+        message: Option<&str>,
+        drop_runtime: bool,
+    ) -> bool {
+        let rec = self.view.records.get(idx);
+        if let Some(m) = message
+            && rec.phase() == record::SUBMITTED
+        {
+            let _ = self.set_output(rec, m.as_bytes());
         }
-        let w = rec.waker.load(Ordering::Relaxed);
-        if w != record::NO_WAKER {
-            self.ring(w - 1);
+        // Read before the CAS: once it lands the record may be freed.
+        let waker = rec.waker.load(Ordering::Relaxed);
+        match rec.complete(st, drop_runtime) {
+            Completion::Lost => {
+                if drop_runtime {
+                    self.release(idx, REF_RUNTIME);
+                }
+                false
+            }
+            Completion::Won { waiter, last } => {
+                if last {
+                    free_payloads(&self.client_arena, &self.runtime_arena, rec);
+                    self.view.records.free(idx);
+                } else if waiter {
+                    futex_wake(&rec.state, i32::MAX);
+                }
+                if waker != record::NO_WAKER {
+                    self.ring(waker - 1);
+                }
+                true
+            }
         }
-    }
-
-    /// Completes a task with an error unless someone completed it first.
-    pub(crate) fn fail(&self, rec: &TaskRecord, from: &[u32], st: i32, message: &str) -> bool {
-        if !rec.claim_completion(from) {
-            return false;
-        }
-        let _ = self.set_output(rec, message.as_bytes());
-        self.publish(rec, st);
-        true
-    }
-
-    fn timeout_message(&self) -> String {
-        format!(
-            "task exceeded runtime.task_timeout ({} ms)",
-            self.task_timeout_ns / 1_000_000
-        )
     }
 
     /// Submits a task from inside a running task (a subtask). A full lane or
@@ -220,8 +234,7 @@ impl RuntimeCore {
             self.rr.fetch_add(1, Ordering::Relaxed) % lanes
         };
         rec.lane.store(lane, Ordering::Relaxed);
-        rec.refs.fetch_or(REF_RUNTIME, Ordering::AcqRel);
-        rec.state.store(record::SUBMITTED, Ordering::Release);
+        rec.mark_submitted();
         while self.view.lanes[lane as usize].push(idx).is_err() {
             yielder.suspend(Suspend::Yield);
         }
@@ -324,14 +337,10 @@ pub fn fill_record(
     rec.pool_id.store(pool, Ordering::Relaxed);
     rec.method.store(method, Ordering::Relaxed);
     rec.flags.store(flags, Ordering::Relaxed);
-    let now = now_ns();
+    let now = coarse_now_ns();
     rec.submit_ns.store(now, Ordering::Relaxed);
     rec.deadline_ns
         .store(now + header.task_timeout_ns, Ordering::Relaxed);
-    rec.task_id.store(
-        header.next_task_id.fetch_add(1, Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
     if input.len() <= INLINE_BYTES {
         // SAFETY: the record is allocated to the caller and not yet published.
         unsafe { (&mut *rec.inline_in.get())[..input.len()].copy_from_slice(input) };
@@ -379,6 +388,9 @@ pub struct Worker {
     spare: Vec<Parked>,
     pools: Vec<Option<Arc<Pool>>>,
     pools_gen: u64,
+    /// Pool snapshots replaced while parked coroutines may borrow from them.
+    retired: Vec<Vec<Option<Arc<Pool>>>>,
+    tasks_done: u64,
 }
 
 impl Worker {
@@ -395,16 +407,27 @@ impl Worker {
             spare: Vec::new(),
             pools: Vec::new(),
             pools_gen: u64::MAX,
+            retired: Vec::new(),
+            tasks_done: 0,
         }
     }
 
-    fn pool(&mut self, id: u32) -> Option<Arc<Pool>> {
+    /// The container of pool `id`, from the worker's snapshot of the pool
+    /// table. No reference count moves per task: a snapshot replaced while
+    /// coroutines that borrow from it are parked is kept until they finish.
+    fn container(&mut self, id: u32) -> Option<*const dyn Container> {
         let generation = self.core.pools.generation();
         if generation != self.pools_gen {
-            self.pools = self.core.pools.snapshot();
+            let old = std::mem::replace(&mut self.pools, self.core.pools.snapshot());
+            if !self.parked.is_empty() {
+                self.retired.push(old);
+            }
             self.pools_gen = generation;
         }
-        self.pools.get(id as usize).cloned().flatten()
+        self.pools
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|p| Arc::as_ptr(&p.container))
     }
 
     /// The worker's loop; returns when the runtime stops and its work is done
@@ -412,20 +435,24 @@ impl Worker {
     pub fn run(mut self, drain: Duration) {
         let mut idle_since: Option<u64> = None;
         let mut stop_deadline: Option<u64> = None;
+        let mut passes = 0u64;
         loop {
-            self.slot.progress.fetch_add(1, Ordering::Relaxed);
+            passes += 1;
+            self.slot.progress.store(passes, Ordering::Relaxed);
+            // One cheap clock read a pass: deadlines are checked against it.
+            let now = coarse_now_ns();
             let mut did = 0;
             while did < BATCH {
                 match self.lane.pop() {
                     Some(idx) => {
-                        self.start(idx);
+                        self.start(idx, now);
                         did += 1;
                     }
                     None => break,
                 }
             }
             if !self.parked.is_empty() {
-                did += self.poll_parked();
+                did += self.poll_parked(now);
             }
             if did > 0 {
                 idle_since = None;
@@ -435,17 +462,22 @@ impl Worker {
                 if self.parked.is_empty() && !self.lane.has_work() {
                     break;
                 }
-                let deadline =
-                    *stop_deadline.get_or_insert_with(|| now_ns() + drain.as_nanos() as u64);
-                if now_ns() > deadline {
+                let deadline = *stop_deadline.get_or_insert(now + drain.as_nanos() as u64);
+                if now > deadline {
                     self.abandon_parked();
                     break;
                 }
             }
-            let now = now_ns();
-            let since = *idle_since.get_or_insert(now);
-            if now - since < SPIN_NS {
-                relax();
+            let precise = now_ns();
+            let since = *idle_since.get_or_insert(precise);
+            if precise - since < SPIN_NS {
+                // Poll the lane a few times between clock reads.
+                for _ in 0..16 {
+                    if self.lane.has_work() {
+                        break;
+                    }
+                    relax();
+                }
                 continue;
             }
             // Announce sleep, then look once more: a producer either sees the
@@ -466,53 +498,34 @@ impl Worker {
             self.lane.header.doorbell.store(0, Ordering::SeqCst);
             idle_since = None;
         }
-        // Suspended stacks of abandoned tasks must not be unwound (release
-        // builds abort on panic); they were forgotten in abandon_parked.
         self.slot.running.store(record::NONE, Ordering::Relaxed);
     }
 
-    fn start(&mut self, idx: u32) {
+    fn start(&mut self, idx: u32, now: u64) {
         // SAFETY: self.core is an Arc this worker holds and never replaces;
         // the reference does not outlive this call. (Cloning the Arc per task
         // would bounce its count between all workers' caches.)
         let core: &RuntimeCore = unsafe { &*Arc::as_ptr(&self.core) };
         let rec = core.view.records.get(idx);
-        let mut s = rec.state.load(Ordering::Acquire);
-        loop {
-            if s & record::STATE_MASK != record::SUBMITTED {
-                // Completed while queued (timed out): only our reference is left to drop.
-                core.release(idx, REF_RUNTIME);
-                return;
-            }
-            match rec.state.compare_exchange_weak(
-                s,
-                (s & record::WAITER) | record::RUNNING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
+        if rec.phase() != record::SUBMITTED {
+            // Completed while queued (timed out): only our reference is left to drop.
+            core.release(idx, REF_RUNTIME);
+            return;
         }
-        if now_ns() > rec.deadline_ns.load(Ordering::Relaxed) {
-            core.fail(
-                rec,
-                &[record::RUNNING],
-                status::TIMED_OUT,
-                &core.timeout_message(),
-            );
-            self.done(idx);
+        if now > rec.deadline_ns.load(Ordering::Relaxed) {
+            core.finish(idx, status::TIMED_OUT, None, true);
+            self.count_done();
             return;
         }
         let pool_id = rec.pool_id.load(Ordering::Relaxed);
-        let Some(pool) = self.pool(pool_id) else {
-            core.fail(
-                rec,
-                &[record::RUNNING],
+        let Some(container) = self.container(pool_id) else {
+            core.finish(
+                idx,
                 status::NO_SUCH_POOL,
-                &format!("no pool with id {pool_id}"),
+                Some(&format!("no pool with id {pool_id}")),
+                true,
             );
-            self.done(idx);
+            self.count_done();
             return;
         };
         let stack = match self.stacks.pop() {
@@ -520,13 +533,9 @@ impl Worker {
             None => match DefaultStack::new(core.stack_size) {
                 Ok(s) => s,
                 Err(e) => {
-                    core.fail(
-                        rec,
-                        &[record::RUNNING],
-                        status::MODULE_ERROR,
-                        &format!("cannot allocate a {}-byte task stack: {e}", core.stack_size),
-                    );
-                    self.done(idx);
+                    let msg = format!("cannot allocate a {}-byte task stack: {e}", core.stack_size);
+                    core.finish(idx, status::MODULE_ERROR, Some(&msg), true);
+                    self.count_done();
                     return;
                 }
             },
@@ -537,6 +546,10 @@ impl Worker {
             // SAFETY: the worker holds an Arc to the core for longer than any
             // of its coroutines runs (abandoned ones are never resumed).
             let core = unsafe { &*(core_addr as *const RuntimeCore) };
+            // SAFETY: the pool snapshot the container came from is kept (in
+            // `retired` once replaced) while any of this worker's coroutines
+            // lives.
+            let container = unsafe { &*container };
             let rec = core.view.records.get(idx);
             let mut ctx = TaskContext {
                 core,
@@ -546,7 +559,7 @@ impl Worker {
                 yielder,
                 subtasks: Vec::new(),
             };
-            pool.container.run(&mut ctx)
+            container.run(&mut ctx)
         });
         self.drive(coro, idx);
     }
@@ -560,44 +573,36 @@ impl Worker {
                 if self.stacks.len() < STACK_POOL {
                     self.stacks.push(coro.into_stack());
                 }
-                let core = &*self.core;
-                let rec = core.view.records.get(idx);
-                if rec.claim_completion(&[record::RUNNING]) {
-                    match result {
-                        Ok(()) => core.publish(rec, status::OK),
-                        Err(e) => {
-                            let _ = core.set_output(rec, e.to_string().as_bytes());
-                            core.publish(rec, e.status());
-                        }
-                    }
-                }
-                self.done(idx);
+                match result {
+                    Ok(()) => self.core.finish(idx, status::OK, None, true),
+                    Err(e) => self
+                        .core
+                        .finish(idx, e.status(), Some(&e.to_string()), true),
+                };
+                self.count_done();
             }
             CoroutineResult::Yield(wait) => self.parked.push(Parked { coro, idx, wait }),
         }
     }
 
-    /// The runtime is finished with the record.
-    fn done(&mut self, idx: u32) {
-        self.slot.tasks_done.fetch_add(1, Ordering::Relaxed);
-        self.core.release(idx, REF_RUNTIME);
+    /// A per-worker count, published without a locked instruction (this
+    /// thread is its only writer).
+    fn count_done(&mut self) {
+        self.tasks_done += 1;
+        self.slot
+            .tasks_done
+            .store(self.tasks_done, Ordering::Relaxed);
     }
 
-    fn poll_parked(&mut self) -> usize {
-        let now = now_ns();
+    fn poll_parked(&mut self, now: u64) -> usize {
         let mut ran = 0;
         let mut parked = std::mem::take(&mut self.parked);
         for p in parked.drain(..) {
             let rec = self.core.view.records.get(p.idx);
-            if now > rec.deadline_ns.load(Ordering::Relaxed) {
+            if now > rec.deadline_ns.load(Ordering::Relaxed) && rec.phase() == record::SUBMITTED {
                 // The client gets its timeout now; the coroutine finishes
                 // when its wait is over, its result discarded.
-                self.core.fail(
-                    rec,
-                    &[record::RUNNING],
-                    status::TIMED_OUT,
-                    &self.core.timeout_message(),
-                );
+                self.core.finish(p.idx, status::TIMED_OUT, None, false);
             }
             let ready = match p.wait {
                 Suspend::Yield => true,
@@ -612,20 +617,20 @@ impl Worker {
         }
         self.parked.append(&mut self.spare);
         self.spare = parked;
+        self.slot
+            .suspended
+            .store(self.parked.len() as u32, Ordering::Relaxed);
+        if self.parked.is_empty() {
+            self.retired.clear();
+        }
         ran
     }
 
     /// Stop has waited long enough: tell the clients and drop the stacks
-    /// without unwinding them.
+    /// without unwinding them (release builds abort on panic).
     fn abandon_parked(&mut self) {
         for p in self.parked.drain(..) {
-            let rec = self.core.view.records.get(p.idx);
-            self.core.fail(
-                rec,
-                &[record::RUNNING],
-                status::STOPPING,
-                "the runtime stopped before this task finished",
-            );
+            self.core.finish(p.idx, status::STOPPING, None, false);
             std::mem::forget(p.coro);
         }
     }
@@ -653,7 +658,7 @@ pub fn run_reaper(core: Arc<RuntimeCore>, index: u32, count: u32, stop: mpsc::Re
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
-        let now = now_ns();
+        let now = coarse_now_ns();
         if index == 0 {
             timekeep(&core, now, &mut last_progress);
         }
@@ -670,13 +675,12 @@ pub fn run_reaper(core: Arc<RuntimeCore>, index: u32, count: u32, stop: mpsc::Re
 }
 
 fn timekeep(core: &RuntimeCore, now: u64, last_progress: &mut [u64]) {
-    let msg = core.timeout_message();
     for (w, slot) in core.view.workers.iter().enumerate() {
         let running = slot.running.load(Ordering::Relaxed);
         if running != record::NONE {
             let rec = core.view.records.get(running);
             if now > rec.deadline_ns.load(Ordering::Relaxed) {
-                core.fail(rec, &[record::RUNNING], status::TIMED_OUT, &msg);
+                core.finish(running, status::TIMED_OUT, None, false);
             }
         }
         // A worker that made no pass since the last tick is stuck in one
@@ -688,7 +692,7 @@ fn timekeep(core: &RuntimeCore, now: u64, last_progress: &mut [u64]) {
             for idx in core.view.lanes[w].queued() {
                 let rec = core.view.records.get(idx);
                 if now > rec.deadline_ns.load(Ordering::Relaxed) {
-                    core.fail(rec, &[record::SUBMITTED], status::TIMED_OUT, &msg);
+                    core.finish(idx, status::TIMED_OUT, None, false);
                 }
             }
         }
@@ -758,7 +762,6 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
     if left.is_empty() {
         let blocks =
             core.client_arena.reclaim_owner(owner) + core.runtime_arena.reclaim_owner(owner);
-        slot.submitted.store(0, Ordering::Relaxed);
         slot.state.store(layout::CLIENT_FREE, Ordering::Release);
         info!(
             core.log,

@@ -17,6 +17,20 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CLOCK_MONOTONIC_COARSE in ns: the same clock, read from the last tick
+/// (a few ms of resolution) at a fraction of the cost. Task deadlines need
+/// no more, and the submit path reads it once per task.
+#[inline]
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter; the coarse clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are
 /// allowed; callers re-check their condition.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {

@@ -1,0 +1,310 @@
+//! `chimaera bench local`: the local task path against the hardware floor,
+//! measured in one run so the ratio means something on a noisy machine.
+//!
+//! - floor: two processes bounce one atomic word in shared memory; each
+//!   round trip is timed exactly as a task's is, clock reads included;
+//! - rtt: one client thread, synchronous no-op (admin ping) tasks,
+//!   submit → complete;
+//! - async: one client thread keeps a window of tasks in flight;
+//! - multi-client: several clients (separate connections, separate
+//!   threads) do the same at once.
+//!
+//! The bench starts its own daemon (this binary, `run`) on private segment
+//! names with one worker, so the client and the worker each have a core.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::client::{Client, Task};
+use crate::engine::sync::now_ns;
+use crate::modules::admin;
+
+#[derive(Debug, Serialize)]
+pub struct LocalReport {
+    pub rtt_p50_ns: u64,
+    pub rtt_p99_ns: u64,
+    pub floor_rtt_ns: u64,
+    pub floor_rtt_p99_ns: u64,
+    pub rtt_over_floor: f64,
+    pub async_tasks_per_s: f64,
+    pub multi_client_tasks_per_s: f64,
+    pub clients: u32,
+    pub workers: u32,
+    pub window: usize,
+    pub rtt_samples: usize,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn cpus() -> Vec<core_affinity::CoreId> {
+    core_affinity::get_core_ids().unwrap_or_default()
+}
+
+/// Raw cross-process ping-pong on one atomic word: the floor under any
+/// shared-memory round trip on this machine.
+fn floor_rtts(ids: &[core_affinity::CoreId], samples: usize) -> Result<Vec<u64>, String> {
+    let len = 4096;
+    // SAFETY: a fresh anonymous shared mapping; checked for failure below.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mem == libc::MAP_FAILED {
+        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the mapping is page-aligned, zeroed and 4096 bytes long.
+    let word: &AtomicU32 = unsafe { &*(mem as *const AtomicU32) };
+    // SAFETY: the bench forks before it starts any thread; the child only
+    // spins on the atomic and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    let rounds = samples as u32 + 1000;
+    if pid == 0 {
+        if let Some(c) = ids.last() {
+            core_affinity::set_for_current(*c);
+        }
+        for i in 0..rounds {
+            let ping = 2 * i + 1;
+            let mut spins = 0u64;
+            while word.load(Ordering::Acquire) != ping {
+                std::hint::spin_loop();
+                spins += 1;
+                if spins > 2_000_000_000 {
+                    // SAFETY: leaving the forked child without running destructors.
+                    unsafe { libc::_exit(1) };
+                }
+            }
+            word.store(ping + 1, Ordering::Release);
+        }
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    if let Some(c) = ids.first() {
+        core_affinity::set_for_current(*c);
+    }
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..rounds {
+        let ping = 2 * i + 1;
+        let t = now_ns();
+        word.store(ping, Ordering::Release);
+        while word.load(Ordering::Acquire) != ping + 1 {
+            std::hint::spin_loop();
+        }
+        let dt = now_ns() - t;
+        if i >= 1000 {
+            out.push(dt);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: unmapping the mapping made above; `word` is not used after.
+    unsafe { libc::munmap(mem, len) };
+    Ok(out)
+}
+
+/// A daemon of our own, stopped and cleaned up on drop.
+struct BenchDaemon {
+    child: Child,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl BenchDaemon {
+    fn start(workers: u32) -> Result<BenchDaemon, String> {
+        let dir = std::env::temp_dir().join(format!("chimaera-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tag = format!("chibench_{}", std::process::id());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let config = dir.join("bench.yaml");
+        let yaml = format!(
+            "workers:\n  sched_threads: {workers}\n  process_reaper_threads: 1\n\
+             memory:\n  main_segment_size: 64M\n  client_data_segment_size: 32M\n  runtime_data_segment_size: 32M\n  shm_size: 128M\n\
+             network:\n  zmq_port: {port}\n\
+             logging:\n  level: warning\n  file: \"\"\n\
+             performance:\n  queue_depth: 4096\n\
+             shared_memory:\n  main_segment_name: {tag}_main\n  client_data_segment_name: {tag}_client\n  runtime_data_segment_name: {tag}_runtime\n\
+             runtime:\n  run_dir: {}\n",
+            dir.display()
+        );
+        std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(exe);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CHI_") || k == "NOTIFY_SOCKET" {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the bench daemon: {e}"))?;
+        Ok(BenchDaemon { child, dir, config })
+    }
+
+    fn connect(&mut self) -> Result<Client, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let opts = crate::config::LoadOptions {
+                config_path: Some(self.config.clone()),
+                sets: vec![],
+                system_config: None,
+            };
+            match Client::connect_with(&opts) {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("bench daemon did not come up: {e}"));
+                }
+                Err(_) => {}
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(format!("bench daemon exited: {st}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = crate::sys::send_signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const PING: Task<'static> = Task {
+    pool: admin::POOL_ID,
+    method: admin::method::PING,
+    input: &[],
+};
+
+fn sync_rtts(client: &Client, samples: usize) -> Result<Vec<u64>, String> {
+    for _ in 0..10_000 {
+        client.call(&PING).map_err(|e| e.to_string())?;
+    }
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = now_ns();
+        client
+            .submit(&PING)
+            .and_then(|h| h.wait())
+            .map_err(|e| e.to_string())?;
+        out.push(now_ns() - t);
+    }
+    Ok(out)
+}
+
+/// Tasks per second with `window` in flight, for `time`.
+fn pipelined(client: &Client, window: usize, time: Duration) -> Result<f64, String> {
+    let mut inflight = VecDeque::with_capacity(window);
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < time {
+        for _ in 0..256 {
+            if inflight.len() == window {
+                let h: crate::client::TaskHandle = inflight.pop_front().expect("window is full");
+                h.wait().map_err(|e| e.to_string())?;
+                done += 1;
+            }
+            inflight.push_back(client.submit(&PING).map_err(|e| e.to_string())?);
+        }
+    }
+    for h in inflight {
+        h.wait().map_err(|e| e.to_string())?;
+        done += 1;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn local() -> Result<LocalReport, String> {
+    let samples = 100_000;
+    // The floor pins this thread; the daemon must not inherit that.
+    let mask = crate::sys::affinity().map_err(|e| e.to_string())?;
+    let ids = cpus();
+    // Before any thread exists: the floor forks.
+    let mut floor = floor_rtts(&ids, samples)?;
+    floor.sort_unstable();
+    crate::sys::set_affinity(&mask).map_err(|e| e.to_string())?;
+    let workers = 1;
+    let mut daemon = BenchDaemon::start(workers)?;
+    let client = daemon.connect()?;
+    // The daemon pins its worker to the first allowed CPU; the client takes the last.
+    if let Some(c) = ids.last() {
+        core_affinity::set_for_current(*c);
+    }
+    let mut rtts = sync_rtts(&client, samples)?;
+    rtts.sort_unstable();
+    let window = 1024;
+    let async_rate = pipelined(&client, window, Duration::from_secs(2))?;
+    let clients = 2u32;
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let opts = crate::config::LoadOptions {
+                config_path: Some(daemon.config.clone()),
+                sets: vec![],
+                system_config: None,
+            };
+            std::thread::spawn(move || -> Result<f64, String> {
+                let c = Client::connect_with(&opts).map_err(|e| e.to_string())?;
+                pipelined(&c, window, Duration::from_secs(2))
+            })
+        })
+        .collect();
+    let mut multi = 0.0;
+    for h in handles {
+        multi += h
+            .join()
+            .map_err(|_| "a bench client panicked".to_string())??;
+    }
+    drop(client);
+    drop(daemon);
+    let report = LocalReport {
+        rtt_p50_ns: percentile(&rtts, 0.5),
+        rtt_p99_ns: percentile(&rtts, 0.99),
+        floor_rtt_ns: percentile(&floor, 0.5),
+        floor_rtt_p99_ns: percentile(&floor, 0.99),
+        rtt_over_floor: percentile(&rtts, 0.5) as f64 / percentile(&floor, 0.5).max(1) as f64,
+        async_tasks_per_s: async_rate,
+        multi_client_tasks_per_s: multi,
+        clients,
+        workers,
+        window,
+        rtt_samples: samples,
+    };
+    Ok(report)
+}
