@@ -310,7 +310,11 @@ fn watchdog_pings_at_half_the_interval() {
     let mut node = Node::new("watchdog");
     let mut ns = NotifySocket::new(node.dir.path());
     let path = ns.path.to_str().unwrap().to_string();
-    let d = node.spawn(&[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "200000")]);
+    let d = node.spawn(&[
+        ("NOTIFY_SOCKET", &path),
+        ("WATCHDOG_USEC", "200000"),
+        ("CHI_SCHED_WORKERS", "1"),
+    ]);
     ns.wait_for("READY=1", Duration::from_secs(20));
     let start = std::time::Instant::now();
     for _ in 0..3 {
@@ -322,6 +326,38 @@ fn watchdog_pings_at_half_the_interval() {
         "{:?}",
         start.elapsed()
     );
+
+    // A worker stuck in one task (it never yields) withholds the pings, so
+    // systemd would restart the service; they resume when it is free.
+    let client = node.client();
+    let ms = 1200u64.to_le_bytes();
+    let spin = chimaera::client::Task::new(0, chimaera::modules::admin::method::SPIN, &ms);
+    let stuck = client.submit(&spin).unwrap();
+    std::thread::sleep(Duration::from_millis(350));
+    // Pings sent before the worker got stuck may still wait in the socket.
+    while ns.try_recv().is_some() {}
+    let before = ns.seen.len();
+    let quiet = std::time::Instant::now();
+    while quiet.elapsed() < Duration::from_millis(500) {
+        let _ = ns.try_recv();
+    }
+    let pings = ns.seen[before..]
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    assert_eq!(
+        pings,
+        0,
+        "no ping while a worker is stuck: {:?}",
+        &ns.seen[before..]
+    );
+    assert!(
+        node.log().contains("withholding the watchdog ping"),
+        "{}",
+        node.log()
+    );
+    stuck.wait().unwrap();
+    ns.wait_for("WATCHDOG=1", Duration::from_secs(2));
     node.signal(d, SIGTERM);
     assert_eq!(node.wait_exit(d, Duration::from_secs(10)).code(), Some(0));
 }

@@ -10,7 +10,8 @@ pub mod discovery;
 pub mod log;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use slog::{debug, error, info, warn};
 use crate::config::size::human;
 use crate::config::{self, Env, LoadOptions, Loaded, changed_keys};
 use crate::engine::Engine;
+use crate::engine::runtime::RuntimeCore;
 use crate::exit;
 use crate::module::Registry;
 use crate::net::Endpoint;
@@ -45,8 +47,16 @@ fn status_line(loaded: &Loaded) -> String {
     )
 }
 
-/// Sends WATCHDOG=1 at half the interval systemd asked for, until told to stop.
-fn start_watchdog(log: &slog::Logger) -> Option<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
+/// Sends WATCHDOG=1 at half the interval systemd asked for, until told to
+/// stop, but only while every worker makes progress: a worker that sat in
+/// the same task for a whole interval without a single pass of its loop is
+/// stuck (modules cannot be preempted), and withholding the ping lets
+/// systemd restart the service. Idle workers pass their loop at least once
+/// a second, so idleness is progress.
+fn start_watchdog(
+    log: &slog::Logger,
+    core: Arc<RuntimeCore>,
+) -> Option<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
     let timeout = sd_notify::watchdog_enabled()?;
     let every = timeout / 2;
     info!(log, "systemd watchdog enabled"; "timeout_ms" => timeout.as_millis() as u64);
@@ -55,8 +65,21 @@ fn start_watchdog(log: &slog::Logger) -> Option<(mpsc::Sender<()>, thread::JoinH
     let handle = thread::Builder::new()
         .name("chi-watchdog".into())
         .spawn(move || {
+            let mut last: Vec<u64> = core.view.workers.iter().map(|w| w.progress.load(Ordering::Relaxed)).collect();
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                notify(&wlog, &[NotifyState::Watchdog]);
+                let mut stuck = Vec::new();
+                for (i, w) in core.view.workers.iter().enumerate() {
+                    let p = w.progress.load(Ordering::Relaxed);
+                    if p == last[i] && w.running.load(Ordering::Relaxed) != crate::engine::record::NONE {
+                        stuck.push(i);
+                    }
+                    last[i] = p;
+                }
+                if stuck.is_empty() {
+                    notify(&wlog, &[NotifyState::Watchdog]);
+                } else {
+                    warn!(wlog, "worker(s) {:?} stuck in one task for {:?} or more; withholding the watchdog ping", stuck, every);
+                }
             }
         })
         .ok()?;
@@ -264,7 +287,7 @@ pub fn run(opts: LoadOptions) -> u8 {
     };
     info!(log, "discovery file {}", disc_path.display());
 
-    let watchdog = start_watchdog(&log);
+    let watchdog = start_watchdog(&log, engine.core.clone());
     let mut running = Running {
         opts,
         loaded,

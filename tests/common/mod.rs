@@ -278,6 +278,15 @@ impl NotifySocket {
         panic!("no {line:?} within {limit:?}; saw {:?}", self.seen);
     }
 
+    /// Reads one message if one arrives within the socket's timeout.
+    pub fn try_recv(&mut self) -> Option<String> {
+        let mut buf = vec![0u8; 4096];
+        let n = self.sock.recv(&mut buf).ok()?;
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        self.seen.push(msg.clone());
+        Some(msg)
+    }
+
     pub fn position(&self, line: &str) -> Option<usize> {
         self.seen.iter().position(|m| m.lines().any(|l| l == line))
     }
