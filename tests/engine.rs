@@ -366,3 +366,62 @@ fn ping_and_stop_from_the_command_line() {
     let out = node.output(&["ping"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// Workers are pinned one per allowed CPU in turn, and only within the
+/// process's allowed set (what a container cpuset gives it).
+#[test]
+fn workers_are_pinned_within_the_allowed_cpu_set() {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut node = Node::new("pinned");
+    node.write_config("info", "workers:\n  sched_threads: 3\n");
+    // Restricted to the last CPU, as a cpuset would.
+    let last = (ncpu - 1).to_string();
+    let mut cmd = node.command("taskset", &["-c", &last, common::BIN, "run"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    node.children.push(cmd.spawn().unwrap());
+    node.wait_running(0);
+    let c = node.client();
+    let cpus: Vec<u32> = c.stats().unwrap().workers.iter().map(|w| w.cpu).collect();
+    assert_eq!(
+        cpus,
+        vec![ncpu as u32 - 1; 3],
+        "all workers on the one allowed CPU"
+    );
+    // The kernel agrees: each worker thread may run on that CPU only.
+    let pid = node.pid(0);
+    let mut seen = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("chi-worker-") {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            let allowed = status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .unwrap();
+            assert_eq!(
+                allowed.split_whitespace().nth(1),
+                Some(last.as_str()),
+                "{comm}: {allowed}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3);
+    drop(c);
+
+    // Unrestricted, workers take the allowed CPUs in turn.
+    let node2 = started("spread", "workers:\n  sched_threads: 2\n");
+    let cpus: Vec<u32> = node2
+        .client()
+        .stats()
+        .unwrap()
+        .workers
+        .iter()
+        .map(|w| w.cpu)
+        .collect();
+    if ncpu >= 2 {
+        assert_ne!(cpus[0], cpus[1], "two workers on two CPUs: {cpus:?}");
+    }
+}
