@@ -289,18 +289,22 @@ fn not_running_message(found: &Found) -> String {
     }
 }
 
-fn status(opts: &LoadOptions, json: bool) -> u8 {
+/// Loads the configuration and looks for its runtime; on failure, the exit
+/// code (`lookup_failed` when the lookup itself fails).
+fn locate(opts: &LoadOptions, lookup_failed: u8) -> Result<(Loaded, Found), u8> {
     let env = Env::from_process();
-    let loaded = match load_or_report(opts, &env) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let found = match find_runtime(&loaded, &env) {
+    let loaded = load_or_report(opts, &env)?;
+    let found = find_runtime(&loaded, &env).map_err(|e| {
+        eprintln!("chimaera: {e}");
+        lookup_failed
+    })?;
+    Ok((loaded, found))
+}
+
+fn status(opts: &LoadOptions, json: bool) -> u8 {
+    let (loaded, found) = match locate(opts, exit::STATUS_UNKNOWN) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("chimaera: {e}");
-            return exit::STATUS_UNKNOWN;
-        }
+        Err(code) => return code,
     };
     let Found::Running { path, disc, .. } = &found else {
         if json {
@@ -365,17 +369,9 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
 }
 
 fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
-    let env = Env::from_process();
-    let loaded = match load_or_report(opts, &env) {
-        Ok(l) => l,
+    let found = match locate(opts, exit::UNAVAILABLE) {
+        Ok((_, f)) => f,
         Err(code) => return code,
-    };
-    let found = match find_runtime(&loaded, &env) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("chimaera: {e}");
-            return exit::UNAVAILABLE;
-        }
     };
     let Found::Running { path, disc, main } = found else {
         eprintln!("chimaera: {}", not_running_message(&found));
@@ -425,22 +421,19 @@ fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
 }
 
 fn ping(opts: &LoadOptions, count: u32, json: bool) -> u8 {
-    let env = Env::from_process();
-    let loaded = match load_or_report(opts, &env) {
-        Ok(l) => l,
+    let found = match locate(opts, exit::UNAVAILABLE) {
+        Ok((_, f)) => f,
         Err(code) => return code,
     };
-    let client = match discovery::find(&loaded, &env)
-        .map_err(|_| crate::client::ClientError::NotRunning("no discovery file".into()))
-        .and_then(|(path, disc)| Client::connect_discovery(path, disc))
-    {
+    let Found::Running { path, disc, .. } = found else {
+        eprintln!("chimaera: {}", not_running_message(&found));
+        return exit::NOT_RUNNING;
+    };
+    let client = match Client::connect_discovery(path, disc) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chimaera: {e}");
-            return match e {
-                crate::client::ClientError::NotRunning(_) => exit::NOT_RUNNING,
-                _ => exit::UNAVAILABLE,
-            };
+            return exit::UNAVAILABLE;
         }
     };
     let mut rtts = Vec::with_capacity(count as usize);

@@ -29,16 +29,9 @@ pub const RUNTIME_STOPPING: u32 = 2;
 #[repr(C, align(64))]
 pub struct EngineHeader {
     pub magic: u64,
-    pub num_lanes: u32,
-    pub queue_depth: u32,
-    pub num_records: u32,
+    /// Where everything else is, as the runtime planned it.
+    pub layout: Layout,
     pub max_clients: u32,
-    pub lanes_off: u64,
-    pub lane_stride: u64,
-    pub workers_off: u64,
-    pub clients_off: u64,
-    pub owners_off: u64,
-    pub records_off: u64,
     pub task_timeout_ns: u64,
     /// A [`crate::config::LaneMapPolicy`] as 0, 1, 2.
     pub lane_policy: u32,
@@ -80,8 +73,10 @@ pub struct ClientSlot {
     pub _pad: [u8; 48],
 }
 
-/// Offsets computed from the segment size and the configuration.
+/// Offsets computed from the segment size and the configuration; stored in
+/// the engine header, from which every process builds its view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct Layout {
     pub num_lanes: u32,
     pub queue_depth: u32,
@@ -168,17 +163,17 @@ impl View {
             if header.magic != ENGINE_MAGIC {
                 return Err("main segment has no task engine (magic mismatch)".into());
             }
-            let n = header.num_records as u64;
-            let end = header.records_off + n * size_of::<TaskRecord>() as u64;
+            let n = header.layout.num_records as u64;
+            let end = header.layout.records_off + n * size_of::<TaskRecord>() as u64;
             if end > len as u64 {
                 return Err(format!(
                     "main segment layout runs past its end ({end} > {len})"
                 ));
             }
-            let depth = header.queue_depth as usize;
-            let lanes = (0..header.num_lanes as u64)
+            let depth = header.layout.queue_depth as usize;
+            let lanes = (0..header.layout.num_lanes as u64)
                 .map(|i| {
-                    let h = at(header.lanes_off + i * header.lane_stride);
+                    let h = at(header.layout.lanes_off + i * header.layout.lane_stride);
                     Lane {
                         header: &*(h as *const LaneHeader),
                         cells: std::slice::from_raw_parts(
@@ -189,21 +184,21 @@ impl View {
                 })
                 .collect();
             let workers = std::slice::from_raw_parts(
-                at(header.workers_off) as *const WorkerSlot,
-                header.num_lanes as usize,
+                at(header.layout.workers_off) as *const WorkerSlot,
+                header.layout.num_lanes as usize,
             );
             let clients = std::slice::from_raw_parts(
-                at(header.clients_off) as *const ClientSlot,
+                at(header.layout.clients_off) as *const ClientSlot,
                 header.max_clients as usize,
             );
             let records = Records {
                 header: &header.pool,
                 records: std::slice::from_raw_parts(
-                    at(header.records_off) as *const TaskRecord,
+                    at(header.layout.records_off) as *const TaskRecord,
                     n as usize,
                 ),
                 owners: std::slice::from_raw_parts(
-                    at(header.owners_off) as *const AtomicU32,
+                    at(header.layout.owners_off) as *const AtomicU32,
                     n as usize,
                 ),
             };
@@ -237,16 +232,8 @@ impl View {
             let h = base.add(engine_off as usize) as *mut EngineHeader;
             std::ptr::write_bytes(h as *mut u8, 0, size_of::<EngineHeader>());
             (*h).magic = ENGINE_MAGIC;
-            (*h).num_lanes = layout.num_lanes;
-            (*h).queue_depth = layout.queue_depth;
-            (*h).num_records = layout.num_records;
+            (*h).layout = *layout;
             (*h).max_clients = MAX_CLIENTS;
-            (*h).lanes_off = layout.lanes_off;
-            (*h).lane_stride = layout.lane_stride;
-            (*h).workers_off = layout.workers_off;
-            (*h).clients_off = layout.clients_off;
-            (*h).owners_off = layout.owners_off;
-            (*h).records_off = layout.records_off;
             (*h).task_timeout_ns = task_timeout_ns;
             (*h).lane_policy = lane_policy;
             (*h).runtime_pid = std::process::id();

@@ -14,6 +14,7 @@
 //! the timekeeper: it completes with a timeout the tasks that outlive
 //! `runtime.task_timeout` while their worker is busy elsewhere or stuck.
 
+use std::cell::UnsafeCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
@@ -93,19 +94,15 @@ impl RuntimeCore {
         }
     }
 
-    /// The task's input, where its submitter put it.
+    /// The task's input, where its submitter put it (valid while the
+    /// task runs: the submitter wrote it before publishing SUBMITTED).
     pub fn input_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
-        let len = rec.in_len.load(Ordering::Relaxed) as usize;
-        let off = rec.in_offset.load(Ordering::Relaxed);
-        if off == INLINE {
-            // SAFETY: the submitter wrote the inline bytes before publishing
-            // SUBMITTED, which we acquired; nobody writes them while we run.
-            unsafe { &(&*rec.inline_in.get())[..len.min(INLINE_BYTES)] }
-        } else {
-            // SAFETY: the block holds at least len bytes (the submitter
-            // allocated it so) and stays allocated until the record is freed.
-            unsafe { std::slice::from_raw_parts(self.arena_of(rec).ptr(off), len) }
-        }
+        payload(
+            self.arena_of(rec),
+            &rec.inline_in,
+            rec.in_offset.load(Ordering::Relaxed),
+            rec.in_len.load(Ordering::Relaxed),
+        )
     }
 
     /// The task's output (valid once DONE was acquired).
@@ -287,19 +284,36 @@ impl RuntimeCore {
     }
 }
 
+/// Payload bytes: in the record when `off` is INLINE, else a block of
+/// `arena`. The caller holds a reference to the record and has acquired the
+/// state that published the bytes, so they are complete and stay allocated.
+fn payload<'r>(
+    arena: &'r Arena,
+    inline: &'r UnsafeCell<[u8; INLINE_BYTES]>,
+    off: u64,
+    len: u32,
+) -> &'r [u8] {
+    let len = len as usize;
+    if off == INLINE {
+        // SAFETY: written before the publishing store the caller acquired;
+        // nobody writes these bytes while a reader may hold them.
+        unsafe { &(&*inline.get())[..len.min(INLINE_BYTES)] }
+    } else {
+        // SAFETY: the block holds at least len bytes (its allocator sized it
+        // so) and stays allocated until the record is freed.
+        unsafe { std::slice::from_raw_parts(arena.ptr(off), len) }
+    }
+}
+
 /// A completed task's output, where the completer put it (valid once DONE
 /// was acquired and while a reference to the record is held).
 pub fn output_bytes<'r>(runtime_arena: &'r Arena, rec: &'r TaskRecord) -> &'r [u8] {
-    let len = rec.out_len.load(Ordering::Relaxed) as usize;
-    let off = rec.out_offset.load(Ordering::Relaxed);
-    if off == INLINE {
-        // SAFETY: written by the completer before DONE, which was acquired.
-        unsafe { &(&*rec.inline_out.get())[..len.min(INLINE_BYTES)] }
-    } else {
-        // SAFETY: the block holds len bytes and stays allocated until the
-        // record is freed, which needs the caller's reference.
-        unsafe { std::slice::from_raw_parts(runtime_arena.ptr(off), len) }
-    }
+    payload(
+        runtime_arena,
+        &rec.inline_out,
+        rec.out_offset.load(Ordering::Relaxed),
+        rec.out_len.load(Ordering::Relaxed),
+    )
 }
 
 /// Frees a record's payload blocks; runs once, when its last reference goes.

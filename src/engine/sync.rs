@@ -5,16 +5,21 @@
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-/// Nanoseconds of CLOCK_MONOTONIC: comparable across processes of one host,
-/// unlike `Instant`, which cannot be shared.
-pub fn now_ns() -> u64 {
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: ts is a valid out-parameter; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: ts is a valid out-parameter; both clocks used here always exist.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC: comparable across processes of one host,
+/// unlike `Instant`, which cannot be shared.
+#[inline]
+pub fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// CLOCK_MONOTONIC_COARSE in ns: the same clock, read from the last tick
@@ -22,13 +27,7 @@ pub fn now_ns() -> u64 {
 /// no more, and the submit path reads it once per task.
 #[inline]
 pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-parameter; the coarse clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are

@@ -224,9 +224,9 @@ fn stats(ctx: &TaskContext<'_>) -> Stats {
                 cpu: w.cpu.load(Ordering::Relaxed),
             })
             .collect(),
-        queue_depth: v.header.queue_depth,
+        queue_depth: v.header.layout.queue_depth,
         records_in_use: v.records.in_use(),
-        records_capacity: v.header.num_records,
+        records_capacity: v.header.layout.num_records,
         clients: v
             .clients
             .iter()
