@@ -184,10 +184,12 @@ unsafe impl Sync for Inner {}
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Not FREE: tasks this client abandoned may still run with buffers
+        // tagged with the slot; the reaper frees it when they are done.
         let slot = &self.view.clients[self.slot as usize];
         let _ = slot.state.compare_exchange(
             layout::CLIENT_ACTIVE,
-            layout::CLIENT_FREE,
+            layout::CLIENT_LEAVING,
             Ordering::AcqRel,
             Ordering::Relaxed,
         );

@@ -425,3 +425,49 @@ fn workers_are_pinned_within_the_allowed_cpu_set() {
         assert_ne!(cpus[0], cpus[1], "two workers on two CPUs: {cpus:?}");
     }
 }
+
+/// A client that leaves with tasks in flight keeps its slot (and with it the
+/// owner tag of its buffers) out of reach of new clients until they finish.
+#[test]
+fn a_departed_clients_slot_waits_for_its_tasks() {
+    let node = started("leaving", "workers:\n  sched_threads: 1\n");
+    let a = node.client();
+    let a_slot = a.slot();
+    let h = a
+        .submit(&Task::new(
+            admin::POOL_ID,
+            method::SLEEP,
+            &400u64.to_le_bytes(),
+        ))
+        .unwrap();
+    // A big payload in the client data segment, tagged with A's slot.
+    let big = vec![7u8; 4096];
+    let e = a
+        .submit(&Task::new(admin::POOL_ID, method::ECHO, &big))
+        .unwrap();
+    drop(h);
+    drop(e);
+    drop(a);
+    let b = node.client();
+    assert_ne!(
+        b.slot(),
+        a_slot,
+        "the slot of a client with tasks in flight is not reused"
+    );
+    // Once those tasks are done, the reaper frees the slot.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = node.client();
+        if c.slot() == a_slot {
+            break;
+        }
+        drop(c);
+        assert!(Instant::now() < deadline, "slot {a_slot} never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = b.stats().unwrap();
+    assert_eq!(
+        s.client_data.allocated_blocks, 0,
+        "the abandoned echo's input was freed with its record"
+    );
+}

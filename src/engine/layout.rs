@@ -62,6 +62,10 @@ pub const CLIENT_FREE: u32 = 0;
 pub const CLIENT_CLAIMING: u32 = 1;
 pub const CLIENT_ACTIVE: u32 = 2;
 pub const CLIENT_RECLAIMING: u32 = 3;
+/// The client disconnected cleanly; the reaper frees the slot once nothing
+/// it owned is in flight (its blocks carry the slot's id, so the slot must
+/// not pass to another client before).
+pub const CLIENT_LEAVING: u32 = 4;
 
 /// A client process attached to the runtime. (pid, start time) names it:
 /// pids are reused, the pair is not.

@@ -738,8 +738,12 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
             core.log,
             "client pid {} is gone; reclaiming what it held", pid
         );
-    } else if state != layout::CLIENT_RECLAIMING {
+    } else if state != layout::CLIENT_RECLAIMING && state != layout::CLIENT_LEAVING {
         return;
+    }
+    let leaving = state == layout::CLIENT_LEAVING;
+    if *since == 0 {
+        *since = now;
     }
     let owner = i as u32 + 1;
     let records = core.view.records;
@@ -753,34 +757,48 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
             }
         }
     }
-    if !left.is_empty() && now.saturating_sub(*since) > 1_000_000_000 {
+    if !left.is_empty() {
         // A client killed between marking a record submitted and pushing it
-        // leaves a runtime reference nobody will drop. After a second, a
-        // SUBMITTED record that is in no lane is such a one.
-        let queued: HashSet<u32> = core
-            .view
-            .lanes
-            .iter()
-            .flat_map(|l| l.queued().collect::<Vec<_>>())
-            .collect();
-        left.retain(|&idx| {
-            let rec = records.get(idx);
-            if rec.phase() == record::SUBMITTED && !queued.contains(&idx) {
-                core.release(idx, REF_RUNTIME);
-                false
-            } else {
-                true
-            }
-        });
+        // leaves a runtime reference nobody will drop. Every task a worker
+        // holds (running or parked) is completed by its deadline (the
+        // timekeeper, or the worker's own check), and a queued one is in a
+        // lane; so a record still SUBMITTED, in no lane, a second past its
+        // deadline, is held by nobody.
+        let overdue = |idx: &u32| {
+            let rec = records.get(*idx);
+            rec.phase() == record::SUBMITTED
+                && now > rec.deadline_ns.load(Ordering::Relaxed) + 1_000_000_000
+        };
+        if left.iter().any(overdue) {
+            let queued: HashSet<u32> = core
+                .view
+                .lanes
+                .iter()
+                .flat_map(|l| l.queued().collect::<Vec<_>>())
+                .collect();
+            left.retain(|idx| {
+                if overdue(idx) && !queued.contains(idx) {
+                    core.release(*idx, REF_RUNTIME);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
     }
     if left.is_empty() {
         let blocks =
             core.client_arena.reclaim_owner(owner) + core.runtime_arena.reclaim_owner(owner);
         slot.state.store(layout::CLIENT_FREE, Ordering::Release);
-        info!(
-            core.log,
-            "reclaimed client pid {}: slot {} free, {} stray buffer(s)", pid, i, blocks
-        );
+        *since = 0;
+        if leaving {
+            slog::debug!(core.log, "client pid {} left; slot {} free", pid, i);
+        } else {
+            info!(
+                core.log,
+                "reclaimed client pid {}: slot {} free, {} stray buffer(s)", pid, i, blocks
+            );
+        }
     } else if now.saturating_sub(*since) > 10_000_000_000 {
         warn!(
             core.log,
