@@ -25,3 +25,4 @@ pub mod module;
 pub mod modules;
 pub mod net;
 pub mod service;
+pub mod wire;
