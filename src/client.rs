@@ -335,7 +335,22 @@ impl Client {
         let s = &view.clients[slot];
         s.pid.store(pid, Ordering::Relaxed);
         s.start_time.store(start_time, Ordering::Relaxed);
-        s.state.store(layout::CLIENT_ACTIVE, Ordering::Release);
+        // A CAS: a connect stalled for over a second may have had its
+        // half-claimed slot reclaimed meanwhile.
+        if s.state
+            .compare_exchange(
+                layout::CLIENT_CLAIMING,
+                layout::CLIENT_ACTIVE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Err(ClientError::Other(
+                "the runtime reclaimed this client's slot while it was connecting; connect again"
+                    .into(),
+            ));
+        }
         let policy = view.header.lane_policy;
         let runtime_pid = view.header.runtime_pid;
         Ok(Client {

@@ -885,7 +885,6 @@ fn deaths_at_random_instants() {
 /// record from under the worker, or the parked task, when it resumes,
 /// completes whatever task has the record by then.
 #[test]
-#[ignore = "engine bug at ed2374c: the reaper's orphan rule frees a parked task's record while its worker is stuck; un-ignore with the fix"]
 fn a_dead_clients_parked_task_outlives_a_stuck_worker() {
     let _heavy = heavy();
     let (node, c, base) = started_for_deaths(

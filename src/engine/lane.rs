@@ -122,6 +122,14 @@ impl<'a> Lane<'a> {
     /// Takes the next record, if any. Only the lane's worker calls this.
     #[inline]
     pub fn pop(&self) -> Option<u32> {
+        self.pop_then(|_| {})
+    }
+
+    /// As [`Lane::pop`], calling `claim` with the record before it leaves
+    /// the ring: whatever `claim` stores (Release) is visible to anyone who
+    /// then sees the cell empty (the reaper's orphan check relies on it).
+    #[inline]
+    pub fn pop_then(&self, claim: impl FnOnce(u32)) -> Option<u32> {
         let depth = self.cells.len() as u64;
         let h = self.header.head.load(Ordering::Relaxed);
         let cell = &self.cells[(h % depth) as usize];
@@ -129,6 +137,7 @@ impl<'a> Lane<'a> {
         if seq != h as u32 || value == EMPTY {
             return None;
         }
+        claim(value);
         cell.store(pack((h + depth) as u32, EMPTY), Ordering::Release);
         self.header.head.store(h + 1, Ordering::Release);
         Some(value)

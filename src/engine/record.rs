@@ -2,8 +2,8 @@
 //! from submission to completion, and the lock-free pool they come from.
 //!
 //! Everything that changes hands lives in one 32-bit state word: the phase
-//! (allocated, submitted, done), the result status, a waiter bit, and two
-//! reference bits, one for the client (until it has read the result) and
+//! (allocated, submitted, done), the result status, a waiter bit, an
+//! allocation generation, and two reference bits, one for the client (until it has read the result) and
 //! one for the runtime (from submission until the worker is done). Whoever
 //! drops the last reference frees the record and its payload blocks, so
 //! neither side frees memory the other may still read, whatever order they
@@ -29,7 +29,14 @@ pub const WAITER: u32 = 1 << 8;
 pub const REF_CLIENT: u32 = 1 << 9;
 pub const REF_RUNTIME: u32 = 1 << 10;
 const REFS: u32 = REF_CLIENT | REF_RUNTIME;
+/// Set by a client dropping the last reference: it is freeing the record.
+/// If it dies before it finishes, the reaper finishes the free.
+pub const CLIENT_FREEING: u32 = 1 << 11;
 const STATUS_SHIFT: u32 = 16;
+/// Bits 24..32: the record's allocation generation, so that the reaper can
+/// act on "the record it checked" and not on a reuse of the same index.
+const GEN_SHIFT: u32 = 24;
+pub const GEN_MASK: u32 = 0xff << GEN_SHIFT;
 
 /// Payload offsets meaning "in the record itself".
 pub const INLINE: u64 = u64::MAX;
@@ -116,13 +123,17 @@ impl TaskRecord {
     /// reference too. Plain store: nobody else can see the record yet.
     #[inline]
     pub fn mark_submitted(&self) {
-        self.state.store(SUBMITTED | REFS, Ordering::Release);
+        let generation = self.state.load(Ordering::Relaxed) & GEN_MASK;
+        self.state
+            .store(generation | SUBMITTED | REFS, Ordering::Release);
     }
 
     /// Takes back a submission that never reached a lane.
     #[inline]
     pub fn unmark_submitted(&self) {
-        self.state.store(ALLOCATED | REF_CLIENT, Ordering::Release);
+        let generation = self.state.load(Ordering::Relaxed) & GEN_MASK;
+        self.state
+            .store(generation | ALLOCATED | REF_CLIENT, Ordering::Release);
     }
 
     /// Completes a submitted task with `status` in one CAS, keeping the
@@ -138,7 +149,8 @@ impl TaskRecord {
             if drop_runtime {
                 refs &= !REF_RUNTIME;
             }
-            let new = DONE | (s & WAITER) | refs | ((status as u32 & 0xff) << STATUS_SHIFT);
+            let new =
+                (s & (GEN_MASK | WAITER)) | DONE | refs | ((status as u32 & 0xff) << STATUS_SHIFT);
             match self
                 .state
                 .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
@@ -216,7 +228,9 @@ impl<'a> Records<'a> {
         r.in_len.store(0, Ordering::Relaxed);
         r.out_len.store(0, Ordering::Relaxed);
         r.flags.store(0, Ordering::Relaxed);
-        r.state.store(ALLOCATED | REF_CLIENT, Ordering::Release);
+        let generation = (r.state.load(Ordering::Relaxed) & GEN_MASK).wrapping_add(1 << GEN_SHIFT);
+        r.state
+            .store(generation | ALLOCATED | REF_CLIENT, Ordering::Release);
         Some(idx)
     }
 
@@ -247,7 +261,8 @@ impl<'a> Records<'a> {
         let r = self.get(idx);
         self.owners[idx as usize].store(0, Ordering::Relaxed);
         r.owner.store(0, Ordering::Relaxed);
-        r.state.store(FREE, Ordering::Release);
+        let generation = r.state.load(Ordering::Relaxed) & GEN_MASK;
+        r.state.store(generation | FREE, Ordering::Release);
         let mut head = self.header.free_head.load(Ordering::Acquire);
         loop {
             r.next_free.store(head as u32, Ordering::Relaxed);
@@ -268,19 +283,66 @@ impl<'a> Records<'a> {
     /// `on_free` has released its payload blocks. Returns whether it freed.
     #[inline]
     pub fn release(&self, idx: u32, which: u32, on_free: impl FnOnce(&TaskRecord)) -> bool {
+        self.release_checked(idx, which, None, on_free)
+    }
+
+    /// As [`Records::release`], but only while the record is still in the
+    /// allocation generation of `seen` (a state word the caller read and
+    /// judged): the reaper must not drop a reference of the index's next
+    /// owner. The client side marks the last drop [`CLIENT_FREEING`].
+    pub fn release_checked(
+        &self,
+        idx: u32,
+        which: u32,
+        seen: Option<u32>,
+        on_free: impl FnOnce(&TaskRecord),
+    ) -> bool {
         let r = self.get(idx);
-        let prev = r.state.fetch_and(!which, Ordering::AcqRel);
-        if prev & which == 0 {
-            // Already dropped (the reaper and a late client can both try).
-            return false;
-        }
-        if prev & REFS == which {
+        let mut s = r.state.load(Ordering::Acquire);
+        let last = loop {
+            if s & which == 0 || seen.is_some_and(|seen| seen & GEN_MASK != s & GEN_MASK) {
+                // Already dropped (the reaper and a late client can both
+                // try), or no longer the record the caller looked at.
+                return false;
+            }
+            let last = s & REFS == which;
+            let mut new = s & !which;
+            if last && which == REF_CLIENT {
+                new |= CLIENT_FREEING;
+            }
+            match r
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break last,
+                Err(now) => s = now,
+            }
+        };
+        if last {
             on_free(r);
             self.free(idx);
-            true
-        } else {
-            false
         }
+        last
+    }
+
+    /// A record whose client died while freeing it (references gone,
+    /// [`CLIENT_FREEING`] set, still in generation `seen`): finish the free.
+    /// Its payload blocks are the dead owner's, reclaimed with the rest.
+    pub fn finish_abandoned_free(&self, idx: u32, seen: u32) -> bool {
+        let r = self.get(idx);
+        let s = r.state.load(Ordering::Acquire);
+        if s != seen || s & CLIENT_FREEING == 0 || s & REFS != 0 {
+            return false;
+        }
+        // Claim it (clear the mark) so that only one reaper frees it.
+        if r.state
+            .compare_exchange(s, s & !CLIENT_FREEING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.free(idx);
+        true
     }
 
     /// Records currently allocated, counted from the owner array: for stats

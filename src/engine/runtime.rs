@@ -39,6 +39,9 @@ pub const BATCH: usize = 32;
 pub const SPIN_NS: u64 = 50_000;
 /// Task input lives in the runtime data segment (a subtask's), not the client's.
 pub const FLAG_IN_RUNTIME_ARENA: u32 = 1;
+/// The task's coroutine is parked on a worker (set before the worker stops
+/// showing the record as running).
+pub const FLAG_PARKED: u32 = 1 << 31;
 /// Stacks a worker keeps for reuse.
 const STACK_POOL: usize = 64;
 
@@ -457,9 +460,17 @@ impl Worker {
             let now = coarse_now_ns();
             let mut did = 0;
             while did < BATCH {
-                match self.lane.pop() {
+                // The worker shows the record as its own before the record
+                // leaves the lane, so that at no instant is a live task in
+                // neither place (the reaper's orphan rule).
+                let slot = self.slot;
+                match self
+                    .lane
+                    .pop_then(|idx| slot.running.store(idx, Ordering::Release))
+                {
                     Some(idx) => {
                         self.start(idx, now);
+                        self.slot.running.store(record::NONE, Ordering::Release);
                         did += 1;
                     }
                     None => break,
@@ -579,9 +590,8 @@ impl Worker {
     }
 
     fn drive(&mut self, mut coro: TaskCoroutine, idx: u32) {
-        self.slot.running.store(idx, Ordering::Relaxed);
+        self.slot.running.store(idx, Ordering::Release);
         let result = coro.resume(());
-        self.slot.running.store(record::NONE, Ordering::Relaxed);
         match result {
             CoroutineResult::Return(result) => {
                 if self.stacks.len() < STACK_POOL {
@@ -595,8 +605,18 @@ impl Worker {
                 };
                 self.count_done();
             }
-            CoroutineResult::Yield(wait) => self.parked.push(Parked { coro, idx, wait }),
+            CoroutineResult::Yield(wait) => {
+                // Marked before `running` lets go of it (the reaper reads
+                // them in the other order).
+                let flags = &self.core.view.records.get(idx).flags;
+                flags.store(
+                    flags.load(Ordering::Relaxed) | FLAG_PARKED,
+                    Ordering::Release,
+                );
+                self.parked.push(Parked { coro, idx, wait });
+            }
         }
+        self.slot.running.store(record::NONE, Ordering::Release);
     }
 
     /// A per-worker count, published without a locked instruction (this
@@ -650,13 +670,18 @@ impl Worker {
     }
 }
 
-/// A process's start time in clock ticks since boot (field 22 of
-/// /proc/PID/stat); with the pid it names a process uniquely.
+/// A live process's start time in clock ticks since boot (field 22 of
+/// /proc/PID/stat); with the pid it names a process uniquely. None for a
+/// process that is gone, or a zombie (dead, only not yet waited for).
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
     // Fields after the command: state is field 3, starttime field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    if matches!(fields.next(), Some("Z") | Some("X") | None) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// One reaper thread: clients with `slot % count == index`; index 0 also
@@ -738,7 +763,32 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
             core.log,
             "client pid {} is gone; reclaiming what it held", pid
         );
+    } else if state == layout::CLIENT_CLAIMING {
+        // A connect takes a few stores from claiming to active; a slot still
+        // claiming a second later belongs to a client that died connecting.
+        if *since == 0 {
+            *since = now;
+            return;
+        }
+        if now.saturating_sub(*since) < 1_000_000_000
+            || slot
+                .state
+                .compare_exchange(
+                    layout::CLIENT_CLAIMING,
+                    layout::CLIENT_RECLAIMING,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        info!(
+            core.log,
+            "client slot {} was left half-claimed; reclaiming it", i
+        );
     } else if state != layout::CLIENT_RECLAIMING && state != layout::CLIENT_LEAVING {
+        *since = 0;
         return;
     }
     let leaving = state == layout::CLIENT_LEAVING;
@@ -749,42 +799,57 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
     let records = core.view.records;
     let carved = (records.header.carved.load(Ordering::Acquire) as usize).min(records.owners.len());
     let mut left = Vec::new();
-    for idx in 0..carved {
-        if records.owners[idx].load(Ordering::Relaxed) == owner {
-            core.release(idx as u32, REF_CLIENT);
-            if records.owners[idx].load(Ordering::Relaxed) == owner {
-                left.push(idx as u32);
-            }
+    for idx in 0..carved as u32 {
+        // The state first, then the owner: if the index was freed and reused
+        // in between, the generation in `seen` no longer matches and the
+        // checked release leaves the new owner's record alone.
+        let seen = records.get(idx).state.load(Ordering::Acquire);
+        if records.owners[idx as usize].load(Ordering::Acquire) != owner {
+            continue;
         }
+        records.release_checked(idx, REF_CLIENT, Some(seen), |r| {
+            free_payloads(&core.client_arena, &core.runtime_arena, r)
+        });
+        if records.owners[idx as usize].load(Ordering::Acquire) != owner {
+            continue;
+        }
+        let now_state = records.get(idx).state.load(Ordering::Acquire);
+        if now_state & record::CLIENT_FREEING != 0 && records.finish_abandoned_free(idx, now_state)
+        {
+            continue;
+        }
+        left.push(idx);
     }
     if !left.is_empty() {
         // A client killed between marking a record submitted and pushing it
-        // leaves a runtime reference nobody will drop. Every task a worker
-        // holds (running or parked) is completed by its deadline (the
-        // timekeeper, or the worker's own check), and a queued one is in a
-        // lane; so a record still SUBMITTED, in no lane, a second past its
-        // deadline, is held by nobody.
-        let overdue = |idx: &u32| {
-            let rec = records.get(*idx);
-            rec.phase() == record::SUBMITTED
-                && now > rec.deadline_ns.load(Ordering::Relaxed) + 1_000_000_000
-        };
-        if left.iter().any(overdue) {
-            let queued: HashSet<u32> = core
-                .view
-                .lanes
-                .iter()
-                .flat_map(|l| l.queued().collect::<Vec<_>>())
-                .collect();
-            left.retain(|idx| {
-                if overdue(idx) && !queued.contains(idx) {
-                    core.release(*idx, REF_RUNTIME);
-                    false
-                } else {
-                    true
-                }
-            });
-        }
+        // leaves a runtime reference nobody will drop. A live task is always
+        // in a lane, shown as running by a worker (set before it leaves the
+        // lane), or parked (marked before it stops showing as running); so,
+        // read in that order, a SUBMITTED record in none of them is held by
+        // nobody.
+        let queued: HashSet<u32> = core
+            .view
+            .lanes
+            .iter()
+            .flat_map(|l| l.queued().collect::<Vec<_>>())
+            .collect();
+        let running: HashSet<u32> = core
+            .view
+            .workers
+            .iter()
+            .map(|w| w.running.load(Ordering::Acquire))
+            .collect();
+        left.retain(|&idx| {
+            let rec = records.get(idx);
+            let orphan = !queued.contains(&idx)
+                && !running.contains(&idx)
+                && rec.flags.load(Ordering::Acquire) & FLAG_PARKED == 0
+                && rec.phase() == record::SUBMITTED;
+            if orphan {
+                core.release(idx, REF_RUNTIME);
+            }
+            !orphan
+        });
     }
     if left.is_empty() {
         let blocks =
