@@ -467,6 +467,44 @@ mod tests {
     }
 
     #[test]
+    fn a_checked_release_leaves_a_reused_index_alone() {
+        let o = OwnedRecords::new(1);
+        let r = o.view();
+        let idx = r.alloc(1).unwrap();
+        let seen = r.get(idx).state.load(Ordering::Acquire);
+        // Freed and handed to owner 2 between the reaper's look and its act.
+        assert!(r.release(idx, REF_CLIENT, |_| {}));
+        assert_eq!(r.alloc(2), Some(idx));
+        assert!(
+            !r.release_checked(idx, REF_CLIENT, Some(seen), |_| {}),
+            "another generation"
+        );
+        assert_eq!(
+            r.get(idx).state.load(Ordering::Acquire) & REF_CLIENT,
+            REF_CLIENT,
+            "owner 2 keeps its reference"
+        );
+    }
+
+    #[test]
+    fn a_free_abandoned_by_a_dead_client_is_finished() {
+        let o = OwnedRecords::new(2);
+        let r = o.view();
+        let idx = r.alloc(1).unwrap();
+        let rec = r.get(idx);
+        // The client's last drop, then death before free(): simulate by
+        // dropping the bit the way release does, without freeing.
+        let s = rec.state.load(Ordering::Acquire);
+        rec.state
+            .store((s & !REF_CLIENT) | CLIENT_FREEING, Ordering::Release);
+        let seen = rec.state.load(Ordering::Acquire);
+        assert!(r.finish_abandoned_free(idx, seen));
+        assert!(!r.finish_abandoned_free(idx, seen), "only once");
+        assert_eq!(r.in_use(), 0);
+        assert_eq!(r.alloc(3), Some(idx), "back in the pool");
+    }
+
+    #[test]
     fn concurrent_alloc_free_never_hands_out_a_record_twice() {
         let o = std::sync::Arc::new(OwnedRecords::new(64));
         let handles: Vec<_> = (0..4)
