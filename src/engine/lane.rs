@@ -143,6 +143,16 @@ impl<'a> Lane<'a> {
         Some(value)
     }
 
+    /// The record `ahead` places after the head, if it is already there
+    /// (consumer side; it stays in the lane).
+    #[inline]
+    pub fn peek(&self, ahead: u64) -> Option<u32> {
+        let depth = self.cells.len() as u64;
+        let pos = self.header.head.load(Ordering::Relaxed) + ahead;
+        let (seq, value) = unpack(self.cells[(pos % depth) as usize].load(Ordering::Acquire));
+        (seq == pos as u32 && value != EMPTY).then_some(value)
+    }
+
     /// Whether a record is waiting at the head (a consumer-side check that
     /// does not take it).
     #[inline]

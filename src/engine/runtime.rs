@@ -29,12 +29,14 @@ use super::layout::{self, View, WorkerSlot};
 use super::record::{
     self, Completion, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status,
 };
-use super::sync::{coarse_now_ns, futex_wait, futex_wake, now_ns, relax};
+use super::sync::{coarse_now_ns, futex_wait, futex_wake, now_ns, prefetch_for_write, relax};
 use crate::alloc::Arena;
 use crate::module::{Container, Pool, PoolTable, Registry, Suspend, TaskContext, TaskError};
 
 /// Records a worker takes per pass before it looks at parked tasks.
 pub const BATCH: usize = 32;
+/// How many queued records a worker fetches ahead of the one it runs.
+const PREFETCH_AHEAD: u64 = 8;
 /// How long an idle worker spins before it sleeps.
 pub const SPIN_NS: u64 = 50_000;
 /// Task input lives in the runtime data segment (a subtask's), not the client's.
@@ -459,6 +461,13 @@ impl Worker {
             // One cheap clock read a pass: deadlines are checked against it.
             let now = coarse_now_ns();
             let mut did = 0;
+            let records = self.core.view.records;
+            for k in 0..PREFETCH_AHEAD {
+                match self.lane.peek(k) {
+                    Some(i) => prefetch_for_write(records.get(i)),
+                    None => break,
+                }
+            }
             while did < BATCH {
                 // The worker shows the record as its own before the record
                 // leaves the lane, so that at no instant is a live task in
@@ -469,6 +478,9 @@ impl Worker {
                     .pop_then(|idx| slot.running.store(idx, Ordering::Release))
                 {
                     Some(idx) => {
+                        if let Some(next) = self.lane.peek(PREFETCH_AHEAD - 1) {
+                            prefetch_for_write(records.get(next));
+                        }
                         self.start(idx, now);
                         self.slot.running.store(record::NONE, Ordering::Release);
                         did += 1;

@@ -73,3 +73,17 @@ pub fn futex_wake(word: &AtomicU32, n: i32) {
 pub fn relax() {
     std::hint::spin_loop();
 }
+
+/// Asks for the cache line at `p`, for writing, ahead of use: a worker's
+/// next records live in lines the client wrote last, and fetching several at
+/// once overlaps the cross-core transfers that otherwise come one by one.
+#[inline]
+pub fn prefetch_for_write<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
