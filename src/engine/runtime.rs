@@ -753,6 +753,18 @@ fn timekeep(core: &RuntimeCore, now: u64, last_progress: &mut [u64]) {
     }
 }
 
+/// Takes a client slot from `from` to RECLAIMING; false if it moved on.
+fn begin_reclaim(slot: &layout::ClientSlot, from: u32) -> bool {
+    slot.state
+        .compare_exchange(
+            from,
+            layout::CLIENT_RECLAIMING,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+}
+
 fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, since: &mut u64) {
     let state = slot.state.load(Ordering::Acquire);
     let pid = slot.pid.load(Ordering::Relaxed);
@@ -761,16 +773,7 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
         if process_start_time(pid) == Some(started) {
             return;
         }
-        if slot
-            .state
-            .compare_exchange(
-                layout::CLIENT_ACTIVE,
-                layout::CLIENT_RECLAIMING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if !begin_reclaim(slot, layout::CLIENT_ACTIVE) {
             return;
         }
         *since = now;
@@ -786,15 +789,7 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
             return;
         }
         if now.saturating_sub(*since) < 1_000_000_000
-            || slot
-                .state
-                .compare_exchange(
-                    layout::CLIENT_CLAIMING,
-                    layout::CLIENT_RECLAIMING,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
+            || !begin_reclaim(slot, layout::CLIENT_CLAIMING)
         {
             return;
         }
