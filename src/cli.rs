@@ -193,12 +193,14 @@ fn config_check(opts: &LoadOptions) -> u8 {
                 eprintln!("chimaera: warning: {w}");
             }
             println!(
-                "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}",
+                "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}, node {} of {}",
                 loaded.source,
                 loaded.config.workers.sched_threads,
                 human(loaded.config.total_segment_size()),
                 human(loaded.config.memory.shm_size),
-                loaded.config.network.zmq_port
+                loaded.config.network.zmq_port,
+                loaded.node_id,
+                loaded.hosts.len().max(1)
             );
             exit::OK
         }

@@ -19,6 +19,7 @@ pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod engine;
 pub mod exit;
 pub mod module;

@@ -199,3 +199,62 @@ pub fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The IP addresses of this machine's network interfaces, as `getifaddrs`
+/// lists them (interfaces that are down included: an address being
+/// configured is enough to say who we are).
+pub fn interface_addrs() -> io::Result<Vec<std::net::IpAddr>> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: head is a valid out-parameter; on success it points at a list
+    // that we own until the freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut addrs = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned, not yet
+        // freed; we only read it.
+        let ifa = unsafe { &*cur };
+        let sa = ifa.ifa_addr;
+        if !sa.is_null() {
+            // SAFETY: a non-null ifa_addr points at a sockaddr whose family
+            // field is valid to read.
+            let family = i32::from(unsafe { (*sa).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: for AF_INET the kernel stores a full sockaddr_in;
+                // read_unaligned makes no alignment assumption.
+                let sin = unsafe { sa.cast::<libc::sockaddr_in>().read_unaligned() };
+                // s_addr is in network order, i.e. its bytes in memory are the octets.
+                addrs.push(IpAddr::V4(Ipv4Addr::from(
+                    sin.sin_addr.s_addr.to_ne_bytes(),
+                )));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: for AF_INET6 the kernel stores a full sockaddr_in6.
+                let sin6 = unsafe { sa.cast::<libc::sockaddr_in6>().read_unaligned() };
+                addrs.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs, is freed exactly once, and nothing
+    // read from the list (all copied above) outlives this call.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(addrs)
+}
+
+/// This machine's host name (`gethostname`), if it has a usable one.
+pub fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for writes of buf.len() bytes; gethostname writes
+    // at most that many.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    // POSIX leaves truncation without a NUL unspecified; take up to the
+    // first NUL or the whole buffer.
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}

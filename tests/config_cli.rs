@@ -98,6 +98,18 @@ const CASES: &[Case] = &[
         "network:\n  hostfile: /nonexistent/hostfile\n",
         &["network.hostfile", "cannot read"],
     ),
+    y(
+        "network:\n  node_id: first\n",
+        &["network.node_id", ":2:12:", "auto, or a whole number"],
+    ),
+    y(
+        "network:\n  node_id: 2\n",
+        &["network.node_id", "single node"],
+    ),
+    e(
+        &[("CHI_NODE_ID", "-1")],
+        &["CHI_NODE_ID", "network.node_id"],
+    ),
     y("logging:\n  level: loud\n", &["logging.level", "one of"]),
     y(
         "logging:\n  file: chimaera.log\n",

@@ -331,6 +331,14 @@ fn compose_cluster_of_three_healthy_nodes() {
         )
         .expect_ok();
         assert_eq!(addr.stdout.trim(), format!("{net}.0.{}", 10 + i));
+        // Each node found its own line of the shared hostfile by its address.
+        let status = run(
+            60,
+            &["docker", "exec", node, "chimaera", "status", "--json"],
+        )
+        .expect_ok();
+        let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        assert_eq!(v["node_id"], i, "{node}: {}", status.stdout);
         let shm = run(
             60,
             &[

@@ -99,6 +99,76 @@ pub struct Memory {
 pub struct Network {
     pub zmq_port: u16,
     pub hostfile: String,
+    pub node_id: NodeIdSetting,
+}
+
+/// `network.node_id`: find this node's hostfile line by its addresses and
+/// port (`auto`), or the given line index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeIdSetting {
+    #[default]
+    Auto,
+    Id(u32),
+}
+
+impl NodeIdSetting {
+    /// The given id, or None for `auto`.
+    pub fn explicit(self) -> Option<u32> {
+        match self {
+            NodeIdSetting::Auto => None,
+            NodeIdSetting::Id(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for NodeIdSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeIdSetting::Auto => f.write_str("auto"),
+            NodeIdSetting::Id(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `auto` as a string, an id as a number, so `config show` prints what a
+/// file would say.
+impl Serialize for NodeIdSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NodeIdSetting::Auto => s.serialize_str("auto"),
+            NodeIdSetting::Id(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeIdSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NodeIdSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto or a node id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NodeIdSetting, E> {
+                if v.eq_ignore_ascii_case("auto") {
+                    Ok(NodeIdSetting::Auto)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NodeIdSetting, E> {
+                u32::try_from(v)
+                    .map(NodeIdSetting::Id)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NodeIdSetting, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +232,7 @@ impl Default for Config {
             network: Network {
                 zmq_port: 5555,
                 hostfile: String::new(),
+                node_id: NodeIdSetting::Auto,
             },
             logging: Logging {
                 level: LogLevel::Info,
@@ -204,6 +275,10 @@ pub enum Kind {
         min: u64,
         max: u64,
     },
+    /// `auto`, or a whole number from 0 to max written as a number.
+    AutoOrCount {
+        max: u64,
+    },
     /// Bytes, or with a K/M/G/T suffix.
     Size {
         min: u64,
@@ -228,6 +303,7 @@ impl Kind {
     fn expects(&self) -> String {
         match self {
             Kind::Count { min, max } => format!("a whole number from {min} to {max}"),
+            Kind::AutoOrCount { max } => format!("auto, or a whole number from 0 to {max}"),
             Kind::Size { min, max } => format!(
                 "a size from {} to {} (bytes, or with a K/M/G suffix)",
                 human(*min),
@@ -289,6 +365,15 @@ impl FromValue for String {
 impl FromValue for LogLevel {
     fn from_value(v: Value) -> Self {
         LogLevel::from_name(&String::from_value(v)).expect("checked against the choice list")
+    }
+}
+
+impl FromValue for NodeIdSetting {
+    fn from_value(v: Value) -> Self {
+        match v {
+            Value::Num(n) => NodeIdSetting::Id(u32::from_value(Value::Num(n))),
+            Value::Text(_) => NodeIdSetting::Auto,
+        }
     }
 }
 
@@ -363,6 +448,8 @@ keys! {
         "TCP port of the ZeroMQ socket other nodes reach this node on.";
     network.hostfile, Some("CHI_HOSTFILE"), Kind::Path, false,
         "File listing the cluster's nodes, one per line; empty for a single node.";
+    network.node_id, Some("CHI_NODE_ID"), Kind::AutoOrCount { max: 65535 }, false,
+        "This node's hostfile line (from 0); auto: the line with one of this machine's addresses and network.zmq_port.";
     logging.level, Some("CHI_LOG_LEVEL"), Kind::Choice(&["trace", "debug", "info", "warning", "warn", "error"]), true,
         "Least severe level logged: trace, debug, info, warning or error.";
     logging.file, Some("CHI_LOG_FILE"), Kind::Path, true,
@@ -543,6 +630,9 @@ pub struct Loaded {
     /// True when the run directory was given rather than chosen.
     pub run_dir_configured: bool,
     pub hosts: Vec<hostfile::HostEntry>,
+    /// This node's index in `hosts` (0 without a hostfile): `network.node_id`
+    /// when given, else found by this machine's addresses and zmq port.
+    pub node_id: u32,
     /// Things worth saying that do not stop the start (an unknown CHI_* variable).
     pub warnings: Vec<String>,
 }
@@ -632,6 +722,13 @@ fn parse_value(key: &Key, text: &str, plain: bool, null: bool) -> Result<Value, 
     match key.kind {
         Kind::Count { min, max } | Kind::Millis { min, max } => number(min, max).map(Value::Num),
         Kind::Port => number(1, 65535).map(Value::Num),
+        Kind::AutoOrCount { max } => {
+            // `auto` may be quoted; a number must not be, as for counts.
+            if text.trim().eq_ignore_ascii_case("auto") {
+                return Ok(Value::Text("auto".into()));
+            }
+            number(0, max).map(Value::Num)
+        }
         Kind::Size { min, max } => {
             let n = parse_size(text)?;
             if n < min || n > max {
@@ -923,7 +1020,11 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
     if !problems.is_empty() {
         return Err(ConfigErrors(problems));
     }
-    let (names, hosts) = derived.expect("derived values exist when no problem was found");
+    let Derived {
+        names,
+        hosts,
+        node_id,
+    } = derived.expect("derived values exist when no problem was found");
     let (run_dir, run_dir_configured) = run_dir(&config, env);
     Ok(Loaded {
         config,
@@ -932,6 +1033,7 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
         run_dir,
         run_dir_configured,
         hosts,
+        node_id,
         warnings,
     })
 }
@@ -944,12 +1046,9 @@ fn check(problems: &mut Vec<Problem>, key: &str, message: String) {
     });
 }
 
-/// Rules across keys, and references to the system (group, hostfile).
-fn validate(
-    config: &Config,
-    env: &Env,
-    problems: &mut Vec<Problem>,
-) -> Option<(SegmentNames, Vec<hostfile::HostEntry>)> {
+/// Rules across keys, and references to the system (group, hostfile, which
+/// hostfile line this machine is).
+fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<Derived> {
     let m = &config.memory;
     let total = config.total_segment_size();
     if total > m.shm_size {
@@ -1052,7 +1151,29 @@ fn validate(
         }
     }
 
-    problems.is_empty().then_some((names, hosts))
+    // Which line is this node: only once the hostfile itself is fine.
+    let mut node_id = 0;
+    if problems.is_empty() {
+        let n = &config.network;
+        match crate::cluster::identify_here(&hosts, n.zmq_port, n.node_id.explicit()) {
+            Ok(id) => node_id = id,
+            Err(e) if hosts.is_empty() => check(problems, e.key(), e.to_string()),
+            Err(e) => check(problems, e.key(), format!("{}: {e}", n.hostfile)),
+        }
+    }
+
+    problems.is_empty().then_some(Derived {
+        names,
+        hosts,
+        node_id,
+    })
+}
+
+/// What [`validate`] works out on the way.
+struct Derived {
+    names: SegmentNames,
+    hosts: Vec<hostfile::HostEntry>,
+    node_id: u32,
 }
 
 /// The run directory: the configured one, else systemd's RUNTIME_DIRECTORY,

@@ -56,6 +56,8 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
                 ((min + 2).to_string(), (min + 2).to_string())
             }
             Kind::Port => ("6123".into(), "6123".into()),
+            // Node 0 is valid with or without the one-line hostfile.
+            Kind::AutoOrCount { .. } => ("0".into(), "0".into()),
             _ => panic!("no sample for {}", key.path()),
         },
     }
@@ -112,7 +114,9 @@ fn every_key_is_read_from_yaml() {
         let yaml = format!("{}:\n  {}: \"{}\"\n", key.section, key.name, text);
         let yaml = match key.kind {
             // Numbers must be written as numbers.
-            Kind::Count { .. } | Kind::Millis { .. } | Kind::Port => yaml.replace('"', ""),
+            Kind::Count { .. } | Kind::Millis { .. } | Kind::Port | Kind::AutoOrCount { .. } => {
+                yaml.replace('"', "")
+            }
             _ => yaml,
         };
         let loaded = load_yaml(&yaml, &no_env()).unwrap_or_else(|e| panic!("{}: {e}", key.path()));
@@ -404,4 +408,89 @@ fn run_dir_defaults() {
     } else {
         assert_eq!(dirs[0], Path::new("/run/user/1000/chimaera"));
     }
+}
+
+#[test]
+fn hostfile_line_with_our_zmq_port_is_this_node() {
+    // Several nodes on one machine: 127.0.0.1 with a port each.
+    let hosts =
+        write_temp("# three on loopback\n127.0.0.1:41101\n127.0.0.1:41102\n\n127.0.0.1:41103\n");
+    let path = hosts.path().to_str().unwrap();
+    let at = |port: &str, node_id: Option<&str>| {
+        let mut vars = vec![
+            ("USER", "t"),
+            ("CHI_HOSTFILE", path),
+            ("CHI_ZMQ_PORT", port),
+        ];
+        vars.extend(node_id.map(|n| ("CHI_NODE_ID", n)));
+        load(&isolated(), &Env::from_pairs(vars))
+    };
+    for (port, id) in [("41101", 0), ("41102", 1), ("41103", 2)] {
+        let loaded = at(port, None).unwrap();
+        assert_eq!(loaded.node_id, id, "port {port}");
+        assert_eq!(loaded.hosts.len(), 3);
+    }
+    assert_eq!(at("41102", Some("1")).unwrap().node_id, 1);
+
+    // No line with our port: a config error naming the hostfile and the way out.
+    let err = at("41104", None).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].key, "network.hostfile");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("this node is not in the hostfile") && msg.contains("port 41104"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(path) && msg.contains("network.node_id"),
+        "{msg}"
+    );
+
+    // A given id that is out of range, or on another port.
+    let err = at("41101", Some("3")).unwrap_err();
+    assert_eq!(err.0[0].key, "network.node_id", "{err}");
+    let err = at("41101", Some("1")).unwrap_err();
+    assert_eq!(err.0[0].key, "network.node_id", "{err}");
+    assert!(
+        err.to_string().contains("line 3 (127.0.0.1:41102)"),
+        "{err}"
+    );
+
+    // A node id without a hostfile.
+    let err = load(
+        &isolated(),
+        &Env::from_pairs([("USER", "t"), ("CHI_NODE_ID", "2")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.0[0].key, "network.node_id", "{err}");
+    assert_eq!(load(&isolated(), &no_env()).unwrap().node_id, 0);
+}
+
+#[test]
+fn node_id_is_auto_or_a_number_and_shows_back() {
+    let loaded = load_yaml("network:\n  node_id: auto\n", &no_env()).unwrap();
+    assert_eq!(loaded.config.network.node_id, NodeIdSetting::Auto);
+    let loaded = load_yaml("network:\n  node_id: \"AUTO\"\n", &no_env()).unwrap();
+    assert_eq!(loaded.config.network.node_id, NodeIdSetting::Auto);
+    assert!(
+        to_yaml(&loaded).contains("node_id: auto"),
+        "{}",
+        to_yaml(&loaded)
+    );
+    let err = load_yaml("network:\n  node_id: first\n", &no_env()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("network.node_id: expected auto, or a whole number"),
+        "{err}"
+    );
+    assert!(load_yaml("network:\n  node_id: -1\n", &no_env()).is_err());
+    assert!(load_yaml("network:\n  node_id: \"0\"\n", &no_env()).is_err());
+
+    let loaded = load_yaml("network:\n  node_id: 0\n", &no_env()).unwrap();
+    let text = to_yaml(&loaded);
+    let again = load_yaml(&text, &no_env()).unwrap();
+    assert_eq!(again.config.network.node_id, NodeIdSetting::Id(0), "{text}");
+    let key = find_key("network.node_id").unwrap();
+    assert_eq!(key.get(&Config::default()), "auto");
+    assert_eq!(key.get(&again.config), "0");
 }

@@ -39,10 +39,11 @@ fn notify(log: &slog::Logger, states: &[NotifyState<'_>]) {
 
 fn status_line(loaded: &Loaded) -> String {
     format!(
-        "running: segments {} ({}), zmq port {}, {} node(s)",
+        "running: segments {} ({}), zmq port {}, node {} of {}",
         loaded.names.main,
         human(loaded.config.total_segment_size()),
         loaded.config.network.zmq_port,
+        loaded.node_id,
         loaded.hosts.len().max(1),
     )
 }
@@ -249,12 +250,22 @@ pub fn run(opts: LoadOptions) -> u8 {
         log,
         "listening for other nodes on tcp port {}", endpoint.port
     );
-    if !loaded.hosts.is_empty() {
+    if loaded.hosts.is_empty() {
+        info!(log, "node 0 of 1 (no hostfile: a single node)");
+    } else {
+        let how = match loaded.config.network.node_id {
+            config::NodeIdSetting::Auto => "found by this machine's addresses and port",
+            config::NodeIdSetting::Id(_) => "set by network.node_id",
+        };
         info!(
             log,
-            "hostfile {} lists {} node(s)",
+            "node {} of {}: line {} ({}) of hostfile {}, {}",
+            loaded.node_id,
+            loaded.hosts.len(),
+            loaded.hosts[loaded.node_id as usize].line,
+            loaded.hosts[loaded.node_id as usize],
             loaded.config.network.hostfile,
-            loaded.hosts.len()
+            how
         );
     }
 
@@ -263,7 +274,7 @@ pub fn run(opts: LoadOptions) -> u8 {
         layout_version: crate::shm::LAYOUT_VERSION,
         pid: std::process::id(),
         uid: crate::sys::euid(),
-        node_id: 0,
+        node_id: loaded.node_id,
         zmq_port: endpoint.port,
         started_unix_ms: crate::unix_ms(),
         config: loaded.source.to_string(),
