@@ -217,16 +217,21 @@ impl RuntimeCore {
             yielder.suspend(Suspend::Yield);
         };
         let rec = self.view.records.get(idx);
-        if let Err(e) = self.fill(
+        let filled = fill_record(
+            self.view.header,
+            &self.runtime_arena,
             rec,
             pool,
             method,
             input,
             record::RUNTIME_OWNER,
             FLAG_IN_RUNTIME_ARENA,
-        ) {
+        );
+        if let Err(len) = filled {
             self.release(idx, REF_CLIENT);
-            return Err(e);
+            return Err(TaskError::Failed(format!(
+                "the runtime data segment has no room for {len} bytes of subtask input: raise memory.runtime_data_segment_size"
+            )));
         }
         rec.waker.store(worker + 1, Ordering::Relaxed);
         let lanes = self.view.lanes.len() as u32;
@@ -242,34 +247,6 @@ impl RuntimeCore {
         }
         self.ring(lane);
         Ok(idx)
-    }
-
-    /// Writes a task's header and input into an allocated record.
-    pub(crate) fn fill(
-        &self,
-        rec: &TaskRecord,
-        pool: u32,
-        method: u32,
-        input: &[u8],
-        owner: u32,
-        flags: u32,
-    ) -> Result<(), TaskError> {
-        let arena = if flags & FLAG_IN_RUNTIME_ARENA != 0 {
-            &self.runtime_arena
-        } else {
-            &self.client_arena
-        };
-        fill_record(
-            self.view.header,
-            arena,
-            rec,
-            pool,
-            method,
-            input,
-            owner,
-            flags,
-        )
-        .map_err(|len| TaskError::Failed(format!("no room for {len} bytes of task input")))
     }
 
     pub fn pools(&self) -> Vec<crate::module::PoolInfo> {
