@@ -211,6 +211,7 @@ const PING: Task<'static> = Task {
     pool: admin::POOL_ID,
     method: admin::method::PING,
     input: &[],
+    route: crate::wire::Route::Local,
 };
 
 fn sync_rtts(client: &Client, samples: usize) -> Result<Vec<u64>, String> {

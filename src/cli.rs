@@ -46,11 +46,18 @@ enum Command {
     /// Measure the runtime against this machine's floor (starts its own daemon).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Send admin no-op tasks to the runtime and print their round trips.
+    /// Send admin no-op tasks to the runtime (or through it to other nodes)
+    /// and print their round trips.
     Ping {
-        /// How many pings.
+        /// How many pings (per node).
         #[arg(long, short = 'n', default_value_t = 1)]
         count: u32,
+        /// Ping node N of the hostfile, through the local runtime.
+        #[arg(long, value_name = "N", conflicts_with = "all")]
+        node: Option<u32>,
+        /// Ping every node of the hostfile, one after another.
+        #[arg(long)]
+        all: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -148,7 +155,19 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
                 exit::SOFTWARE
             }
         },
-        Command::Ping { count, json } => ping(&opts(Vec::new()), count.max(1), json),
+        Command::Ping {
+            count,
+            node,
+            all,
+            json,
+        } => {
+            let target = match (node, all) {
+                (Some(n), _) => PingTarget::Node(n),
+                (None, true) => PingTarget::All,
+                (None, false) => PingTarget::Local,
+            };
+            ping(&opts(Vec::new()), count.max(1), target, json)
+        }
         Command::Config(ConfigCommand::Keys) => {
             let defaults = config::Config::default();
             for k in KEYS {
@@ -234,6 +253,13 @@ enum Found {
         path: PathBuf,
         disc: discovery::Discovery,
     },
+    /// The main segment's lock is held but the discovery file is not the
+    /// holder's: a runtime is starting (possibly reclaiming a dead one's
+    /// segments) and has not published itself yet.
+    Starting {
+        segment: String,
+        previous_pid: u32,
+    },
     Nowhere {
         searched: Vec<PathBuf>,
     },
@@ -251,6 +277,20 @@ fn find_runtime(loaded: &Loaded, env: &Env) -> Result<Found, String> {
         }
     };
     match shm::probe(&disc.segments.main).map_err(|e| e.to_string())? {
+        // The discovery file is written after the ready word, so a held lock
+        // with a discovery file whose pid is gone (or not the header's owner)
+        // is a new runtime between taking the lock and publishing itself.
+        Liveness::Alive { header, .. }
+            if !crate::sys::pid_alive(disc.pid)
+                || header
+                    .as_ref()
+                    .is_some_and(|h| !h.ready || h.owner_pid != disc.pid) =>
+        {
+            Ok(Found::Starting {
+                segment: disc.segments.main,
+                previous_pid: disc.pid,
+            })
+        }
         Liveness::Alive { header, file } => {
             if let Some(h) = header.filter(|h| h.ready) {
                 h.check(&disc.segments.main).map_err(|e| e.to_string())?;
@@ -287,6 +327,12 @@ fn not_running_message(found: &Found) -> String {
             path.display(),
             disc.pid
         ),
+        Found::Starting {
+            segment,
+            previous_pid,
+        } => format!(
+            "chimaera is starting: a runtime holds {segment} but has not published itself yet (the discovery file is from pid {previous_pid}); try again in a moment"
+        ),
         Found::Running { .. } => unreachable!("only called when not running"),
     }
 }
@@ -316,8 +362,8 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
             };
             println!(
                 "{}",
-                serde_json::json!({"running": false, "stale_pid": stale_pid, "discovery_file": file,
-                    "main_segment": loaded.names.main})
+                serde_json::json!({"running": false, "starting": matches!(found, Found::Starting { .. }),
+                    "stale_pid": stale_pid, "discovery_file": file, "main_segment": loaded.names.main})
             );
         } else {
             println!("{}", not_running_message(&found));
@@ -325,7 +371,20 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
         return exit::NOT_RUNNING;
     };
     let uptime_s = crate::unix_ms().saturating_sub(disc.started_unix_ms) / 1000;
+    // The peers come from the runtime itself (an admin stats task); a
+    // status that may not attach still reports the rest.
+    let cluster = Client::connect_discovery(path.clone(), disc.clone())
+        .and_then(|c| c.stats())
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            s.cluster
+                .ok_or_else(|| "the runtime runs without its network layer".into())
+        });
     if json {
+        let (peers, cluster_json) = match &cluster {
+            Ok(c) => (serde_json::json!(c.peers), serde_json::json!(c)),
+            Err(e) => (serde_json::Value::Null, serde_json::json!({"error": e})),
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -345,6 +404,8 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
                     "client_data": {"name": disc.segments.client_data, "size": disc.segment_sizes[1]},
                     "runtime_data": {"name": disc.segments.runtime_data, "size": disc.segment_sizes[2]},
                 },
+                "peers": peers,
+                "cluster": cluster_json,
             })
         );
     } else {
@@ -366,6 +427,27 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
             human(disc.segment_sizes[2])
         );
         println!("  discovery file {}", path.display());
+        match &cluster {
+            Ok(c) if c.nodes > 1 => {
+                println!(
+                    "  cluster of {} nodes, frames {}",
+                    c.nodes,
+                    if c.authenticated {
+                        "authenticated"
+                    } else {
+                        "not authenticated"
+                    }
+                );
+                for p in &c.peers {
+                    let heard = p
+                        .last_heard_ms_ago
+                        .map_or("never heard".to_string(), |ms| format!("heard {ms} ms ago"));
+                    println!("    node {} {}: {}, {}", p.node, p.addr, p.state, heard);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => println!("  peers: unknown ({e})"),
+        }
     }
     exit::OK
 }
@@ -422,7 +504,39 @@ fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
     }
 }
 
-fn ping(opts: &LoadOptions, count: u32, json: bool) -> u8 {
+#[derive(Debug, Clone, Copy)]
+enum PingTarget {
+    Local,
+    Node(u32),
+    All,
+}
+
+/// `count` round trips of an admin ping (to `node`, or here); the error
+/// ends the series.
+fn ping_series(client: &Client, node: Option<u32>, count: u32) -> Result<Vec<u64>, String> {
+    (0..count)
+        .map(|_| {
+            match node {
+                Some(n) => client.ping_node(n),
+                None => client.ping(),
+            }
+            .map(|d| d.as_nanos() as u64)
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
+    let mut sorted = rtts.to_vec();
+    sorted.sort_unstable();
+    (
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+    )
+}
+
+fn ping(opts: &LoadOptions, count: u32, target: PingTarget, json: bool) -> u8 {
     let found = match locate(opts, exit::UNAVAILABLE) {
         Ok((_, f)) => f,
         Err(code) => return code,
@@ -438,36 +552,73 @@ fn ping(opts: &LoadOptions, count: u32, json: bool) -> u8 {
             return exit::UNAVAILABLE;
         }
     };
-    let mut rtts = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        match client.ping() {
-            Ok(d) => {
-                if !json {
-                    println!("admin ping: {:.1} us", d.as_secs_f64() * 1e6);
+    let nodes: Vec<u32> = match target {
+        PingTarget::Local => {
+            return match ping_series(&client, None, count) {
+                Ok(rtts) => {
+                    let (min, p50, max) = rtt_summary(&rtts);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"count": count, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max})
+                        );
+                    } else {
+                        for r in &rtts {
+                            println!("admin ping: {:.1} us", *r as f64 / 1e3);
+                        }
+                        if count > 1 {
+                            println!(
+                                "{count} pings: min {:.1} us, median {:.1} us, max {:.1} us",
+                                min as f64 / 1e3,
+                                p50 as f64 / 1e3,
+                                max as f64 / 1e3
+                            );
+                        }
+                    }
+                    exit::OK
                 }
-                rtts.push(d.as_nanos() as u64);
+                Err(e) => {
+                    eprintln!("chimaera: ping failed: {e}");
+                    exit::UNAVAILABLE
+                }
+            };
+        }
+        PingTarget::Node(n) => vec![n],
+        PingTarget::All => match client.stats() {
+            Ok(s) => (0..s.cluster.map_or(1, |c| c.nodes)).collect(),
+            Err(e) => {
+                eprintln!("chimaera: cannot read the cluster's size: {e}");
+                return exit::UNAVAILABLE;
+            }
+        },
+    };
+    let mut all_ok = true;
+    let mut results = Vec::new();
+    for n in nodes {
+        match ping_series(&client, Some(n), count) {
+            Ok(rtts) => {
+                let (min, p50, max) = rtt_summary(&rtts);
+                if !json {
+                    println!(
+                        "node {n}: {count} ping(s), min {:.1} us, median {:.1} us, max {:.1} us",
+                        min as f64 / 1e3,
+                        p50 as f64 / 1e3,
+                        max as f64 / 1e3
+                    );
+                }
+                results.push(serde_json::json!({"node": n, "ok": true, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max}));
             }
             Err(e) => {
-                eprintln!("chimaera: ping failed: {e}");
-                return exit::UNAVAILABLE;
+                all_ok = false;
+                if !json {
+                    println!("node {n}: {e}");
+                }
+                results.push(serde_json::json!({"node": n, "ok": false, "error": e}));
             }
         }
     }
-    let mut sorted = rtts.clone();
-    sorted.sort_unstable();
-    let p50 = sorted[sorted.len() / 2];
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"count": count, "rtt_ns": rtts, "min_ns": sorted[0], "p50_ns": p50, "max_ns": sorted[sorted.len() - 1]})
-        );
-    } else if count > 1 {
-        println!(
-            "{count} pings: min {:.1} us, median {:.1} us, max {:.1} us",
-            sorted[0] as f64 / 1e3,
-            p50 as f64 / 1e3,
-            sorted[sorted.len() - 1] as f64 / 1e3
-        );
+        println!("{}", serde_json::json!({"count": count, "nodes": results}));
     }
-    exit::OK
+    if all_ok { exit::OK } else { exit::UNAVAILABLE }
 }

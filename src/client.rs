@@ -46,9 +46,11 @@ use crate::engine::runtime::{
 use crate::engine::sync::{futex_wait, now_ns, relax};
 use crate::module::PoolInfo;
 use crate::modules::admin;
+pub use crate::net::{NodeReply, decode_broadcast};
 use crate::service::discovery::{self, Discovery};
 use crate::shm::{self, HEADER_SIZE, HeaderInfo, LAYOUT_VERSION};
 use crate::sys::{self, LockState};
+pub use crate::wire::Route;
 
 /// How often a sleeping waiter checks that the runtime still lives.
 pub const LIVENESS_CHECK: Duration = Duration::from_millis(100);
@@ -75,6 +77,9 @@ pub enum ClientError {
     Stopping,
     #[error("no pool with id {0}")]
     NoSuchPool(u32),
+    /// The task's node is down, unknown or unreachable ("node unavailable: ...").
+    #[error("{0}")]
+    NodeUnavailable(String),
     #[error("the module failed the task (status {status}): {message}")]
     Module { status: i32, message: String },
     #[error("not allowed to use the runtime: {0}")]
@@ -87,12 +92,14 @@ pub enum ClientError {
     Other(String),
 }
 
-/// A task to submit: its pool, method and input bytes.
+/// A task to submit: its pool, method, input bytes and where it runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Task<'a> {
     pub pool: u32,
     pub method: u32,
     pub input: &'a [u8],
+    /// Where the task runs; [`Route::Local`] (this node) unless set.
+    pub route: Route,
 }
 
 impl<'a> Task<'a> {
@@ -101,7 +108,29 @@ impl<'a> Task<'a> {
             pool,
             method,
             input,
+            route: Route::Local,
         }
+    }
+
+    /// Runs the task on node `node` (its hostfile line); this node's own id
+    /// runs it here.
+    pub fn on_node(mut self, node: u32) -> Task<'a> {
+        self.route = Route::Direct(node);
+        self
+    }
+
+    /// Runs the task on the node `key` hashes to (jump consistent hash over
+    /// the hostfile's nodes): the same key always lands on the same node.
+    pub fn by_key(mut self, key: u64) -> Task<'a> {
+        self.route = Route::Hash(key);
+        self
+    }
+
+    /// Runs the task on every node; the output is every node's reply, read
+    /// with [`decode_broadcast`] (or use [`Client::broadcast`]).
+    pub fn on_all_nodes(mut self) -> Task<'a> {
+        self.route = Route::Broadcast;
+        self
     }
 }
 
@@ -477,7 +506,9 @@ impl Client {
         };
         let handle = TaskHandle { client: self, idx };
         let rec = view.records.get(idx);
-        fill_record(view.header, &inner.client_arena, rec, task.pool, task.method, task.input, inner.owner, 0).map_err(|len| {
+        let (route_flags, route_arg) = record::route_flags(task.route);
+        rec.route_arg.store(route_arg, Ordering::Relaxed);
+        fill_record(view.header, &inner.client_arena, rec, task.pool, task.method, task.input, inner.owner, route_flags).map_err(|len| {
             ClientError::Other(format!(
                 "no room for {len} bytes of task input in the client data segment: raise memory.client_data_segment_size"
             ))
@@ -518,6 +549,21 @@ impl Client {
         let t = Instant::now();
         self.admin(admin::method::PING, &[])?;
         Ok(t.elapsed())
+    }
+
+    /// An admin no-op on node `node`; returns its round trip from here.
+    pub fn ping_node(&self, node: u32) -> Result<Duration, ClientError> {
+        let t = Instant::now();
+        self.call(&Task::new(admin::POOL_ID, admin::method::PING, &[]).on_node(node))?;
+        Ok(t.elapsed())
+    }
+
+    /// Runs `task` on every node and returns each node's reply, in node
+    /// order (a down node's reply has status NODE_UNAVAILABLE).
+    pub fn broadcast(&self, task: &Task<'_>) -> Result<Vec<NodeReply>, ClientError> {
+        let out = self.call(&task.on_all_nodes())?;
+        decode_broadcast(&out)
+            .ok_or_else(|| ClientError::Other("malformed broadcast reply from the runtime".into()))
     }
 
     pub fn stats(&self) -> Result<admin::Stats, ClientError> {
@@ -663,6 +709,9 @@ impl TaskHandle<'_> {
             status::NO_SUCH_POOL => {
                 Err(ClientError::NoSuchPool(rec.pool_id.load(Ordering::Relaxed)))
             }
+            status::NODE_UNAVAILABLE => Err(ClientError::NodeUnavailable(
+                String::from_utf8_lossy(out).into_owned(),
+            )),
             s => Err(ClientError::Module {
                 status: s,
                 message: String::from_utf8_lossy(out).into_owned(),

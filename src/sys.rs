@@ -258,3 +258,30 @@ pub fn hostname() -> Option<String> {
     let name = std::str::from_utf8(&buf[..end]).ok()?.trim();
     (!name.is_empty()).then(|| name.to_string())
 }
+
+/// A non-blocking eventfd: a counter another thread bumps to wake a poller.
+pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes no pointers; a non-negative result is a fresh fd we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by eventfd and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter (wakes whoever polls it).
+pub fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an fd we borrow. A full
+    // counter (EAGAIN) already means "readable", which is all we want.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+}
+
+/// Resets an eventfd's counter to zero.
+pub fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a live u64; EAGAIN (already zero) is fine.
+    let _ = unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
+}

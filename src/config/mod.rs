@@ -100,6 +100,7 @@ pub struct Network {
     pub zmq_port: u16,
     pub hostfile: String,
     pub node_id: NodeIdSetting,
+    pub cluster_key_file: String,
 }
 
 /// `network.node_id`: find this node's hostfile line by its addresses and
@@ -233,6 +234,7 @@ impl Default for Config {
                 zmq_port: 5555,
                 hostfile: String::new(),
                 node_id: NodeIdSetting::Auto,
+                cluster_key_file: String::new(),
             },
             logging: Logging {
                 level: LogLevel::Info,
@@ -450,6 +452,8 @@ keys! {
         "File listing the cluster's nodes, one per line; empty for a single node.";
     network.node_id, Some("CHI_NODE_ID"), Kind::AutoOrCount { max: 65535 }, false,
         "This node's hostfile line (from 0); auto: the line with one of this machine's addresses and network.zmq_port.";
+    network.cluster_key_file, Some("CHI_CLUSTER_KEY_FILE"), Kind::Path, false,
+        "File holding the cluster's shared secret (hex or raw, at least 32 bytes, mode 0600 or 0400), the same on every node; every frame between nodes is then authenticated. Empty: frames are not authenticated.";
     logging.level, Some("CHI_LOG_LEVEL"), Kind::Choice(&["trace", "debug", "info", "warning", "warn", "error"]), true,
         "Least severe level logged: trace, debug, info, warning or error.";
     logging.file, Some("CHI_LOG_FILE"), Kind::Path, true,
@@ -633,6 +637,8 @@ pub struct Loaded {
     /// This node's index in `hosts` (0 without a hostfile): `network.node_id`
     /// when given, else found by this machine's addresses and zmq port.
     pub node_id: u32,
+    /// The cluster key read from `network.cluster_key_file`, if one is set.
+    pub cluster_key: Option<crate::wire::ClusterKey>,
     /// Things worth saying that do not stop the start (an unknown CHI_* variable).
     pub warnings: Vec<String>,
 }
@@ -1024,6 +1030,7 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
         names,
         hosts,
         node_id,
+        cluster_key,
     } = derived.expect("derived values exist when no problem was found");
     let (run_dir, run_dir_configured) = run_dir(&config, env);
     Ok(Loaded {
@@ -1034,6 +1041,7 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
         run_dir_configured,
         hosts,
         node_id,
+        cluster_key,
         warnings,
     })
 }
@@ -1162,10 +1170,19 @@ fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<D
         }
     }
 
+    let mut cluster_key = None;
+    if !config.network.cluster_key_file.is_empty() {
+        match crate::wire::ClusterKey::from_file(&config.network.cluster_key_file) {
+            Ok(k) => cluster_key = Some(k),
+            Err(e) => check(problems, "network.cluster_key_file", e.to_string()),
+        }
+    }
+
     problems.is_empty().then_some(Derived {
         names,
         hosts,
         node_id,
+        cluster_key,
     })
 }
 
@@ -1174,6 +1191,7 @@ struct Derived {
     names: SegmentNames,
     hosts: Vec<hostfile::HostEntry>,
     node_id: u32,
+    cluster_key: Option<crate::wire::ClusterKey>,
 }
 
 /// The run directory: the configured one, else systemd's RUNTIME_DIRECTORY,

@@ -41,6 +41,15 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
             ("2M".into(), (2u64 << 20).to_string())
         }
         "network.hostfile" => (hostfile.into(), hostfile.into()),
+        "network.cluster_key_file" => {
+            // A real key file: validation reads it.
+            use std::os::unix::fs::PermissionsExt;
+            let path = std::env::temp_dir().join(format!("chi-test-key-{}", std::process::id()));
+            std::fs::write(&path, [b'k'; 32]).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let p = path.display().to_string();
+            (p.clone(), p)
+        }
         "logging.level" => ("debug".into(), "debug".into()),
         "logging.file" => ("/tmp/x/chimaera.log".into(), "/tmp/x/chimaera.log".into()),
         "performance.stack_size" => ("128K".into(), "131072".into()),

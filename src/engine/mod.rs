@@ -37,6 +37,7 @@ pub struct Engine {
     pub core: Arc<RuntimeCore>,
     workers: Vec<JoinHandle<()>>,
     reapers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
+    net: Option<crate::net::Net>,
     segments: Option<Segments>,
 }
 
@@ -112,6 +113,7 @@ impl Engine {
             core: core.clone(),
             workers: Vec::new(),
             reapers: Vec::new(),
+            net: None,
             segments: Some(segments),
         };
         for id in 0..workers {
@@ -155,6 +157,18 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Starts the network layer on this engine: tasks with a route reach
+    /// other nodes from here on.
+    pub fn start_net(
+        &mut self,
+        cfg: crate::net::NetConfig,
+        log: &slog::Logger,
+    ) -> Result<&crate::net::Net, crate::net::NetError> {
+        let net = crate::net::Net::start(self.core.clone(), cfg, log)?;
+        let _ = self.core.net.set(net.shared.clone());
+        Ok(self.net.insert(net))
+    }
+
     /// The segments, for publishing and for the discovery file.
     pub fn segments(&self) -> &Segments {
         self.segments.as_ref().expect("segments live until stop")
@@ -166,6 +180,11 @@ impl Engine {
         self.core.request_stop();
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+        // After the workers (it answers peers for what they finished), before
+        // the segments (it reads records).
+        if let Some(net) = self.net.take() {
+            net.stop();
         }
         for (tx, _) in &self.reapers {
             let _ = tx.send(());
@@ -188,6 +207,7 @@ impl Drop for Engine {
                 let _ = w.join();
             }
         }
+        drop(self.net.take());
         for (tx, r) in self.reapers.drain(..) {
             let _ = tx.send(());
             let _ = r.join();

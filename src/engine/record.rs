@@ -58,6 +58,40 @@ pub mod status {
     pub const NO_SUCH_METHOD: i32 = 4;
     pub const STOPPING: i32 = 5;
     pub const BAD_INPUT: i32 = 6;
+    /// The node the task was routed to is down or unknown.
+    pub const NODE_UNAVAILABLE: i32 = 7;
+}
+
+/// Bits 8..10 of a record's `flags`: where the task runs. 0 (local) is what
+/// every record without a route has.
+pub const ROUTE_SHIFT: u32 = 8;
+pub const ROUTE_MASK: u32 = 0b11 << ROUTE_SHIFT;
+pub const ROUTE_LOCAL: u32 = 0;
+pub const ROUTE_DIRECT: u32 = 1;
+pub const ROUTE_HASH: u32 = 2;
+pub const ROUTE_BROADCAST: u32 = 3;
+
+/// The `flags` bits and `route_arg` value that carry `route`.
+pub fn route_flags(route: crate::wire::Route) -> (u32, u64) {
+    use crate::wire::Route;
+    let (kind, arg) = match route {
+        Route::Local => (ROUTE_LOCAL, 0),
+        Route::Direct(n) => (ROUTE_DIRECT, u64::from(n)),
+        Route::Hash(k) => (ROUTE_HASH, k),
+        Route::Broadcast => (ROUTE_BROADCAST, 0),
+    };
+    (kind << ROUTE_SHIFT, arg)
+}
+
+/// The route a record's `flags` and `route_arg` describe.
+pub fn route_of(flags: u32, arg: u64) -> crate::wire::Route {
+    use crate::wire::Route;
+    match (flags & ROUTE_MASK) >> ROUTE_SHIFT {
+        ROUTE_LOCAL => Route::Local,
+        ROUTE_DIRECT => Route::Direct(arg as u32),
+        ROUTE_HASH => Route::Hash(arg),
+        _ => Route::Broadcast,
+    }
 }
 
 /// One task, 256 bytes. Every field another process reads is an atomic or
@@ -86,7 +120,10 @@ pub struct TaskRecord {
     /// Record index (high half) and allocation generation (low half).
     pub task_id: AtomicU64,
     pub submit_ns: AtomicU64,
-    _pad: [u8; 48],
+    /// Argument of the task's route (node id or hash key); the route's kind
+    /// is in `flags` (see [`route_flags`]) so that local tasks never read it.
+    pub route_arg: AtomicU64,
+    _pad: [u8; 40],
     pub inline_in: UnsafeCell<[u8; INLINE_BYTES]>,
     pub inline_out: UnsafeCell<[u8; INLINE_BYTES]>,
 }

@@ -17,7 +17,7 @@
 use std::cell::UnsafeCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use corosensei::stack::DefaultStack;
@@ -44,6 +44,9 @@ pub const FLAG_IN_RUNTIME_ARENA: u32 = 1;
 /// The task's coroutine is parked on a worker (set before the worker stops
 /// showing the record as running).
 pub const FLAG_PARKED: u32 = 1 << 31;
+/// The task was handed to the network thread (set before the worker stops
+/// showing the record as running), which now holds its runtime reference.
+pub const FLAG_FORWARDED: u32 = 1 << 30;
 /// Stacks a worker keeps for reuse.
 const STACK_POOL: usize = 64;
 
@@ -58,6 +61,8 @@ pub struct RuntimeCore {
     pub log: slog::Logger,
     pub(crate) stop: AtomicBool,
     rr: AtomicU32,
+    /// The network layer, once the daemon started it.
+    pub(crate) net: OnceLock<Arc<crate::net::NetShared>>,
 }
 
 // SAFETY: the view's references point into shared memory that lives as long
@@ -88,6 +93,7 @@ impl RuntimeCore {
             log,
             stop: AtomicBool::new(false),
             rr: AtomicU32::new(0),
+            net: OnceLock::new(),
         }
     }
 
@@ -169,11 +175,33 @@ impl RuntimeCore {
         message: Option<&str>,
         drop_runtime: bool,
     ) -> bool {
+        self.finish_with(idx, st, message.map(str::as_bytes), drop_runtime)
+    }
+
+    /// [`RuntimeCore::finish`] with any output bytes (a remote task's
+    /// result). Output that finds no room turns the task into an error.
+    pub(crate) fn finish_with(
+        &self,
+        idx: u32,
+        mut st: i32,
+        output: Option<&[u8]>,
+        drop_runtime: bool,
+    ) -> bool {
         let rec = self.view.records.get(idx);
-        if let Some(m) = message
+        if let Some(m) = output
             && rec.phase() == record::SUBMITTED
+            && let Err(e) = self.set_output(rec, m)
         {
-            let _ = self.set_output(rec, m.as_bytes());
+            // The full message needs the room that is missing: this one fits inline.
+            debug_assert!(
+                e.to_string()
+                    .contains("raise memory.runtime_data_segment_size")
+            );
+            st = status::MODULE_ERROR;
+            let _ = self.set_output(
+                rec,
+                b"no room for the output; raise memory.runtime_data_segment_size",
+            );
         }
         // Read before the CAS: once it lands the record may be freed.
         let waker = rec.waker.load(Ordering::Relaxed);
@@ -191,7 +219,11 @@ impl RuntimeCore {
                 } else if waiter {
                     futex_wake(&rec.state, i32::MAX);
                 }
-                if waker != record::NO_WAKER {
+                if waker == crate::net::transport::NET_WAKER {
+                    if let Some(net) = self.net.get() {
+                        net.post(crate::net::Note::Done(idx));
+                    }
+                } else if waker != record::NO_WAKER {
                     self.ring(waker - 1);
                 }
                 true
@@ -534,6 +566,10 @@ impl Worker {
             self.count_done();
             return;
         }
+        let flags = rec.flags.load(Ordering::Relaxed);
+        if flags & record::ROUTE_MASK != 0 && Self::route_away(core, idx, rec, flags) {
+            return;
+        }
         let pool_id = rec.pool_id.load(Ordering::Relaxed);
         let Some(container) = self.container(pool_id) else {
             core.finish(
@@ -579,6 +615,34 @@ impl Worker {
             container.run(&mut ctx)
         });
         self.drive(coro, idx);
+    }
+
+    /// A task with a route: true if it does not run here (it was handed to
+    /// the network thread, or failed at once: its node is down or unknown).
+    fn route_away(core: &RuntimeCore, idx: u32, rec: &TaskRecord, flags: u32) -> bool {
+        let route = record::route_of(flags, rec.route_arg.load(Ordering::Relaxed));
+        let Some(net) = core.net.get() else {
+            core.finish(
+                idx,
+                status::NODE_UNAVAILABLE,
+                Some("node unavailable: this runtime runs without its network layer"),
+                true,
+            );
+            return true;
+        };
+        match net.decide(route) {
+            crate::net::Decision::Local => false,
+            crate::net::Decision::Fail(st, m) => {
+                core.finish(idx, st, Some(&m), true);
+                true
+            }
+            crate::net::Decision::Remote(_) | crate::net::Decision::Broadcast => {
+                // Marked before `running` lets go of it (the orphan rule).
+                rec.flags.store(flags | FLAG_FORWARDED, Ordering::Release);
+                net.post(crate::net::Note::Forward(idx));
+                true
+            }
+        }
     }
 
     fn drive(&mut self, mut coro: TaskCoroutine, idx: u32) {
@@ -811,7 +875,8 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
         // A client killed between marking a record submitted and pushing it
         // leaves a runtime reference nobody will drop. A live task is always
         // in a lane, shown as running by a worker (set before it leaves the
-        // lane), or parked (marked before it stops showing as running); so,
+        // lane), or parked or forwarded to the network (both marked before
+        // it stops showing as running); so,
         // read in that order, a SUBMITTED record in none of them is held by
         // nobody.
         let queued: HashSet<u32> = core
@@ -830,7 +895,7 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
             let rec = records.get(idx);
             let orphan = !queued.contains(&idx)
                 && !running.contains(&idx)
-                && rec.flags.load(Ordering::Acquire) & FLAG_PARKED == 0
+                && rec.flags.load(Ordering::Acquire) & (FLAG_PARKED | FLAG_FORWARDED) == 0
                 && rec.phase() == record::SUBMITTED;
             if orphan {
                 core.release(idx, REF_RUNTIME);

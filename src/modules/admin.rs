@@ -76,6 +76,10 @@ pub struct Stats {
     pub pools: usize,
     pub client_data: crate::alloc::Usage,
     pub runtime_data: crate::alloc::Usage,
+    /// This node's view of the cluster (absent when the runtime runs
+    /// without its network layer).
+    #[serde(default)]
+    pub cluster: Option<crate::net::ClusterStats>,
 }
 
 fn json_input<T: for<'de> Deserialize<'de>>(ctx: &TaskContext<'_>) -> Result<T, TaskError> {
@@ -235,6 +239,7 @@ fn stats(ctx: &TaskContext<'_>) -> Stats {
         pools: core.pools.list().len(),
         client_data: core.client_arena.usage(),
         runtime_data: core.runtime_arena.usage(),
+        cluster: core.net.get().map(|n| n.snapshot()),
     }
 }
 

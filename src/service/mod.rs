@@ -26,7 +26,6 @@ use crate::engine::Engine;
 use crate::engine::runtime::RuntimeCore;
 use crate::exit;
 use crate::module::Registry;
-use crate::net::Endpoint;
 use crate::shm::{Access, Segments};
 
 /// Tells systemd (when NOTIFY_SOCKET is set) how the start is going. Failures
@@ -230,7 +229,7 @@ pub fn run(opts: LoadOptions) -> u8 {
         );
     }
     notify(&log, &[NotifyState::Status("starting workers")]);
-    let engine = match Engine::start(&loaded.config, segments, Registry::default(), &log) {
+    let mut engine = match Engine::start(&loaded.config, segments, Registry::default(), &log) {
         Ok(e) => e,
         Err(e) => {
             error!(log, "cannot start the task engine: {}", e);
@@ -239,17 +238,21 @@ pub fn run(opts: LoadOptions) -> u8 {
     };
 
     notify(&log, &[NotifyState::Status("binding the network endpoint")]);
-    let endpoint = match Endpoint::bind(loaded.config.network.zmq_port) {
-        Ok(e) => e,
+    let net_cfg = crate::net::NetConfig {
+        node_id: loaded.node_id,
+        hosts: loaded.hosts.clone(),
+        zmq_port: loaded.config.network.zmq_port,
+        heartbeat: Duration::from_millis(loaded.config.runtime.heartbeat_interval),
+        key: loaded.cluster_key.clone(),
+    };
+    let zmq_port = match engine.start_net(net_cfg, &log) {
+        Ok(net) => net.port,
         Err(e) => {
             error!(log, "{}", e);
             return exit::UNAVAILABLE;
         }
     };
-    info!(
-        log,
-        "listening for other nodes on tcp port {}", endpoint.port
-    );
+    info!(log, "listening for other nodes on tcp port {}", zmq_port);
     if loaded.hosts.is_empty() {
         info!(log, "node 0 of 1 (no hostfile: a single node)");
     } else {
@@ -275,7 +278,7 @@ pub fn run(opts: LoadOptions) -> u8 {
         pid: std::process::id(),
         uid: crate::sys::euid(),
         node_id: loaded.node_id,
-        zmq_port: endpoint.port,
+        zmq_port,
         started_unix_ms: crate::unix_ms(),
         config: loaded.source.to_string(),
         log_file: loaded.config.logging.file.clone(),
@@ -348,7 +351,6 @@ pub fn run(opts: LoadOptions) -> u8 {
     }
     let segments = engine.stop();
     info!(log, "workers stopped");
-    drop(endpoint);
     let names: Vec<String> = segments
         .all()
         .iter()
