@@ -86,6 +86,13 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Tasks routed to another node over loopback (two daemons of its own),
+    /// against plain ZeroMQ sockets in the same run.
+    Remote {
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +153,29 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
                         r.async_tasks_per_s,
                         r.clients,
                         r.multi_client_tasks_per_s
+                    );
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("chimaera: bench failed: {e}");
+                exit::SOFTWARE
+            }
+        },
+        Command::Bench(BenchCommand::Remote { json }) => match crate::bench::remote::remote() {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string(&r).expect("serializable"));
+                } else {
+                    println!(
+                        "remote rtt p50 {} ns p99 {} ns | raw zmq p50 {} ns ({:.2}x) | {:.0} tasks/s vs raw {:.0} msgs/s ({:.2}x)",
+                        r.rtt_p50_ns,
+                        r.rtt_p99_ns,
+                        r.raw_zmq_rtt_p50_ns,
+                        r.rtt_over_raw,
+                        r.tasks_per_s,
+                        r.raw_zmq_msgs_per_s,
+                        r.throughput_over_raw
                     );
                 }
                 exit::OK

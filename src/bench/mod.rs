@@ -11,6 +11,10 @@
 //!
 //! The bench starts its own daemon (this binary, `run`) on private segment
 //! names with one worker, so the client and the worker each have a core.
+//!
+//! `chimaera bench remote` is in [`remote`].
+
+pub mod remote;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -39,7 +43,7 @@ pub struct LocalReport {
     pub rtt_samples: usize,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -123,26 +127,42 @@ fn floor_rtts(ids: &[core_affinity::CoreId], samples: usize) -> Result<Vec<u64>,
 }
 
 /// A daemon of our own, stopped and cleaned up on drop.
-struct BenchDaemon {
+pub(crate) struct BenchDaemon {
     child: Child,
     dir: PathBuf,
     config: PathBuf,
 }
 
+/// A TCP port nobody listens on right now.
+pub(crate) fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())
+        .map(|a| a.port())
+}
+
 impl BenchDaemon {
     fn start(workers: u32) -> Result<BenchDaemon, String> {
-        let dir = std::env::temp_dir().join(format!("chimaera-bench-{}", std::process::id()));
+        BenchDaemon::start_with("local", workers, free_port()?, "")
+    }
+
+    /// A daemon named `name` (several may run at once) on `port`, with
+    /// `network` lines (indented YAML keys) added to its network section.
+    pub(crate) fn start_with(
+        name: &str,
+        workers: u32,
+        port: u16,
+        network: &str,
+    ) -> Result<BenchDaemon, String> {
+        let dir =
+            std::env::temp_dir().join(format!("chimaera-bench-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tag = format!("chibench_{}", std::process::id());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let tag = format!("chibench_{}_{name}", std::process::id());
         let config = dir.join("bench.yaml");
         let yaml = format!(
             "workers:\n  sched_threads: {workers}\n  process_reaper_threads: 1\n\
              memory:\n  main_segment_size: 64M\n  client_data_segment_size: 32M\n  runtime_data_segment_size: 32M\n  shm_size: 128M\n\
-             network:\n  zmq_port: {port}\n\
+             network:\n  zmq_port: {port}\n{network}\
              logging:\n  level: warning\n  file: \"\"\n\
              performance:\n  queue_depth: 4096\n\
              shared_memory:\n  main_segment_name: {tag}_main\n  client_data_segment_name: {tag}_client\n  runtime_data_segment_name: {tag}_runtime\n\
@@ -168,7 +188,7 @@ impl BenchDaemon {
         Ok(BenchDaemon { child, dir, config })
     }
 
-    fn connect(&mut self) -> Result<Client, String> {
+    pub(crate) fn connect(&mut self) -> Result<Client, String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let opts = crate::config::LoadOptions {
@@ -231,7 +251,12 @@ fn sync_rtts(client: &Client, samples: usize) -> Result<Vec<u64>, String> {
 }
 
 /// Tasks per second with `window` in flight, for `time`.
-fn pipelined(client: &Client, window: usize, time: Duration) -> Result<f64, String> {
+pub(crate) fn pipelined(
+    client: &Client,
+    task: &Task<'_>,
+    window: usize,
+    time: Duration,
+) -> Result<f64, String> {
     let mut inflight = VecDeque::with_capacity(window);
     let start = Instant::now();
     let mut done = 0u64;
@@ -242,7 +267,7 @@ fn pipelined(client: &Client, window: usize, time: Duration) -> Result<f64, Stri
                 h.wait().map_err(|e| e.to_string())?;
                 done += 1;
             }
-            inflight.push_back(client.submit(&PING).map_err(|e| e.to_string())?);
+            inflight.push_back(client.submit(task).map_err(|e| e.to_string())?);
         }
     }
     for h in inflight {
@@ -271,7 +296,7 @@ pub fn local() -> Result<LocalReport, String> {
     let mut rtts = sync_rtts(&client, samples)?;
     rtts.sort_unstable();
     let window = 1024;
-    let async_rate = pipelined(&client, window, Duration::from_secs(2))?;
+    let async_rate = pipelined(&client, &PING, window, Duration::from_secs(2))?;
     let clients = 2u32;
     let handles: Vec<_> = (0..clients)
         .map(|_| {
@@ -282,7 +307,7 @@ pub fn local() -> Result<LocalReport, String> {
             };
             std::thread::spawn(move || -> Result<f64, String> {
                 let c = Client::connect_with(&opts).map_err(|e| e.to_string())?;
-                pipelined(&c, window, Duration::from_secs(2))
+                pipelined(&c, &PING, window, Duration::from_secs(2))
             })
         })
         .collect();
