@@ -554,3 +554,35 @@ fn hex(text: &[u8]) -> Vec<u8> {
         .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
         .collect()
 }
+
+#[test]
+fn a_node_restarted_between_heartbeats_fails_what_it_was_running() {
+    // Heartbeats far apart: the node is back long before it could be marked down.
+    let mut c = Cluster::new("rst", 2, None);
+    let hostfile = c.nodes[0].dir.path().join("hostfile");
+    for nd in &c.nodes {
+        nd.write_config(
+            "info",
+            &format!(
+                "network:\n  hostfile: {}\nruntime:\n  heartbeat_interval: 2000\n  task_timeout: 20000\n",
+                hostfile.display()
+            ),
+        );
+    }
+    c.start_all();
+    c.wait_all_up();
+    let client = c.nodes[0].client();
+    let input = 15_000u64.to_le_bytes();
+    let lost = client
+        .submit(&Task::new(admin::POOL_ID, admin::method::SLEEP, &input).on_node(1))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    c.kill(1);
+    c.start(1);
+    let err = lost.wait_timeout(Duration::from_secs(10)).unwrap_err();
+    assert!(err.to_string().contains("restarted while running the task"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(c.nodes[0].log().contains("node 1 (127.0.0.1:"), "{}", c.nodes[0].log());
+    assert_eq!(c.peer_state(0, 1), "up");
+}

@@ -502,15 +502,7 @@ impl Transport {
                     MISSED_HEARTBEATS
                 );
                 let msg = self.shared.unavailable(node, PEER_DOWN);
-                let ids: Vec<u64> = self
-                    .pending
-                    .iter()
-                    .filter(|(_, p)| p.node() == node)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    self.settle(id, status::NODE_UNAVAILABLE, msg.as_bytes());
-                }
+                self.fail_pending(node, &msg);
             }
         }
     }
@@ -534,6 +526,43 @@ impl Transport {
                 peer.addr,
                 if was == PEER_DOWN { "up again" } else { "up" }
             );
+        }
+    }
+
+    /// A peer's epoch from its heartbeat or ack. A newer one means it
+    /// restarted: what it was running for us is lost, so those tasks fail
+    /// now rather than at their timeout. An older one is a stray and ignored.
+    fn learn_epoch(&mut self, node: u32, epoch: u64) {
+        let peer = &self.shared.peers[node as usize];
+        let old = peer.epoch.load(Ordering::Relaxed);
+        if epoch <= old {
+            return;
+        }
+        peer.epoch.store(epoch, Ordering::Relaxed);
+        if old == 0 {
+            return;
+        }
+        info!(
+            self.log,
+            "node {} ({}) restarted; tasks it was running for this node fail", node, peer.addr
+        );
+        let msg = format!(
+            "node unavailable: node {node} ({}) restarted while running the task",
+            peer.addr
+        );
+        self.fail_pending(node, &msg);
+    }
+
+    /// Fails every task waiting on `node` with NODE_UNAVAILABLE.
+    fn fail_pending(&mut self, node: u32, msg: &str) {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.node() == node)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.settle(id, status::NODE_UNAVAILABLE, msg.as_bytes());
         }
     }
 
@@ -968,9 +997,7 @@ impl Transport {
         let src = claimed;
         match frame {
             Frame::Heartbeat { epoch, sent_ns } => {
-                self.shared.peers[src as usize]
-                    .epoch
-                    .store(epoch, Ordering::Relaxed);
+                self.learn_epoch(src, epoch);
                 let ack = Frame::HeartbeatAck {
                     epoch: self.epoch,
                     echo_sent_ns: sent_ns,
@@ -1032,9 +1059,9 @@ impl Transport {
                 epoch,
                 echo_sent_ns,
             } => {
-                let p = &self.shared.peers[node as usize];
-                p.epoch.store(epoch, Ordering::Relaxed);
-                p.rtt_ns
+                self.learn_epoch(node, epoch);
+                self.shared.peers[node as usize]
+                    .rtt_ns
                     .store(now_ns().saturating_sub(echo_sent_ns), Ordering::Relaxed);
             }
             Frame::Reply {
