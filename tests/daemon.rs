@@ -463,3 +463,40 @@ fn a_configured_group_gets_0660() {
         assert_eq!(mode & 0o777, 0o660, "{name}");
     }
 }
+
+#[test]
+fn compose_creates_pools_at_start_and_a_missing_module_is_a_config_error() {
+    let mut node = Node::new("compose");
+    let with_compose = |node: &Node, text: &str| {
+        node.write_config("info", "");
+        let mut yaml = std::fs::read_to_string(node.config_path()).unwrap();
+        yaml.push_str(text);
+        std::fs::write(node.config_path(), yaml).unwrap();
+    };
+    with_compose(&node, "compose:\n  - name: second\n    module: admin\n  - name: third\n    module: admin\n");
+    let d = node.spawn(&[]);
+    node.wait_running(d);
+    let pools = node.client().list_pools().unwrap();
+    let names: Vec<(&str, u32)> = pools.iter().map(|p| (p.name.as_str(), p.id)).collect();
+    assert_eq!(names, [("admin", 0), ("second", 1), ("third", 2)]);
+    assert!(node.log().contains("created pool third (id 2, module admin) from compose"));
+    // A task for a composed pool runs in it.
+    let out = node
+        .client()
+        .call(&chimaera::client::Task::new(2, chimaera::modules::admin::method::ECHO, b"x"))
+        .unwrap();
+    assert_eq!(out, b"x");
+    node.signal(d, SIGTERM);
+    assert_eq!(node.wait_exit(d, Duration::from_secs(10)).code(), Some(0));
+
+    with_compose(&node, "compose:\n  - name: disk\n    module: no_such_module\n");
+    let d = node.spawn(&[]);
+    let st = node.wait_exit(d, Duration::from_secs(10));
+    assert_eq!(st.code(), Some(78), "{}", node.stderr_of(d));
+    let err = node.stderr_of(d);
+    assert!(
+        err.contains("compose[0] (line ") && err.contains(".module: no module \"no_such_module\""),
+        "{err}"
+    );
+    assert!(node.segments_present().is_empty(), "a refused start leaves nothing");
+}

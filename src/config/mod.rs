@@ -214,6 +214,82 @@ pub struct Config {
     pub performance: Performance,
     pub shared_memory: SharedMemory,
     pub runtime: Runtime,
+    /// Pools created at start, in order, after the admin pool.
+    #[serde(default)]
+    pub compose: Vec<PoolSpec>,
+}
+
+/// One entry of `compose:`: a pool the runtime creates when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub name: String,
+    pub module: String,
+    /// The module's parameters as JSON text (a YAML mapping is converted).
+    #[serde(default)]
+    pub params: String,
+    /// The entry's line in the configuration file (0: not from a file), for
+    /// errors only the start can find (a module this binary lacks).
+    #[serde(skip)]
+    pub line: usize,
+}
+
+impl PoolSpec {
+    /// Whether two entries create the same pool (the line does not count).
+    pub fn same_pool(&self, other: &PoolSpec) -> bool {
+        (&self.name, &self.module, &self.params) == (&other.name, &other.module, &other.params)
+    }
+}
+
+/// What may name a pool: what `chimaera` prints and logs without quoting.
+pub fn check_pool_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("a pool name has 1 to 64 characters, got {}", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "{c:?} in pool name {name:?}: use letters, digits, '_', '-' and '.'"
+        ));
+    }
+    if name == crate::modules::admin::POOL_NAME {
+        return Err("\"admin\" is the runtime's own pool".into());
+    }
+    Ok(())
+}
+
+/// A YAML value as JSON: mappings and lists as such, plain scalars as the
+/// number, boolean or null they spell, everything else as a string.
+fn yaml_to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        Node::Map { entries, .. } => Value::Object(
+            entries
+                .iter()
+                .map(|(k, _, v)| (k.clone(), yaml_to_json(v)))
+                .collect(),
+        ),
+        Node::Seq { items, .. } => Value::Array(items.iter().map(yaml_to_json).collect()),
+        n if n.is_null() => Value::Null,
+        Node::Scalar { text, plain, .. } => {
+            if *plain {
+                if let Ok(i) = text.parse::<i64>() {
+                    return Value::from(i);
+                }
+                if let Ok(f) = text.parse::<f64>() {
+                    return Value::from(f);
+                }
+                match text.as_str() {
+                    "true" => return Value::Bool(true),
+                    "false" => return Value::Bool(false),
+                    _ => {}
+                }
+            }
+            Value::String(text.clone())
+        }
+    }
 }
 
 impl Default for Config {
@@ -256,6 +332,7 @@ impl Default for Config {
                 task_timeout: 30000,
                 run_dir: String::new(),
             },
+            compose: Vec::new(),
         }
     }
 }
@@ -853,8 +930,13 @@ impl Collector {
                 return;
             }
         };
-        let known = sections();
+        let mut known = sections();
+        known.push("compose");
         for (section, loc, node) in entries {
+            if section == "compose" {
+                self.walk_compose(&at, node);
+                continue;
+            }
             if !known.contains(&section.as_str()) {
                 self.problems.push(Problem {
                     origin: at(loc),
@@ -911,6 +993,102 @@ impl Collector {
                 }
             }
         }
+    }
+}
+
+impl Collector {
+    /// `compose:`, a list of `{name, module, params}`.
+    fn walk_compose(&mut self, at: &dyn Fn(Loc) -> Origin, node: Node) {
+        let mut problem = |loc: Loc, key: String, message: String| {
+            self.problems.push(Problem {
+                origin: at(loc),
+                key,
+                message,
+            })
+        };
+        let items = match node {
+            Node::Seq { items, .. } => items,
+            n if n.is_null() => return,
+            other => {
+                problem(
+                    other.loc(),
+                    "compose".into(),
+                    format!(
+                        "expected a list of pools (`- name: …` with `module:` and optional `params:`), found {}",
+                        other.kind_name()
+                    ),
+                );
+                return;
+            }
+        };
+        let mut specs: Vec<PoolSpec> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let key = |field: &str| format!("compose[{i}].{field}");
+            let (entries, loc) = match item {
+                Node::Map { entries, loc } => (entries, loc),
+                other => {
+                    problem(
+                        other.loc(),
+                        format!("compose[{i}]"),
+                        format!("expected a mapping with name, module and params, found {}", other.kind_name()),
+                    );
+                    continue;
+                }
+            };
+            let mut name = None;
+            let mut module = None;
+            let mut params = String::new();
+            for (k, kloc, v) in entries {
+                match (k.as_str(), &v) {
+                    ("name" | "module", Node::Scalar { text, .. }) if !v.is_null() => {
+                        if k == "name" {
+                            name = Some((text.clone(), v.loc()));
+                        } else {
+                            module = Some(text.clone());
+                        }
+                    }
+                    ("name" | "module", other) => problem(
+                        other.loc(),
+                        key(&k),
+                        format!("expected a name, found {}", if other.is_null() { "nothing" } else { other.kind_name() }),
+                    ),
+                    ("params", Node::Scalar { text, .. }) if !v.is_null() => params = text.clone(),
+                    ("params", other) if other.is_null() => {}
+                    ("params", other) => params = yaml_to_json(other).to_string(),
+                    (other, _) => problem(
+                        kloc,
+                        key(other),
+                        format!(
+                            "unknown key{}; a compose entry has: name, module, params",
+                            hint(other, ["name", "module", "params"])
+                        ),
+                    ),
+                }
+            }
+            let Some((name, name_loc)) = name else {
+                problem(loc, key("name"), "missing: every pool needs a name".into());
+                continue;
+            };
+            let Some(module) = module else {
+                problem(loc, key("module"), "missing: which module runs this pool (e.g. bdev)".into());
+                continue;
+            };
+            if let Err(e) = check_pool_name(&name) {
+                problem(name_loc, key("name"), e);
+                continue;
+            }
+            if let Some(j) = specs.iter().position(|s| s.name == name) {
+                problem(name_loc, key("name"), format!("pool {name:?} is already compose[{j}]"));
+                continue;
+            }
+            specs.push(PoolSpec {
+                name,
+                module,
+                params,
+                line: loc.line,
+            });
+        }
+        self.config.compose = specs;
     }
 }
 

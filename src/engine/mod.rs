@@ -157,6 +157,40 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Creates the pools of the configuration's `compose:` section, in
+    /// order (so every node of a cluster with the same file gives them the
+    /// same ids). The error names the entry and its line: a module this
+    /// binary does not have, or parameters its module refuses.
+    pub fn compose(
+        &self,
+        specs: &[crate::config::PoolSpec],
+    ) -> Result<Vec<crate::module::PoolInfo>, String> {
+        let mut made = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let at = if spec.line > 0 {
+                format!("compose[{i}] (line {})", spec.line)
+            } else {
+                format!("compose[{i}]")
+            };
+            let module = self.core.registry.get(&spec.module).ok_or_else(|| {
+                format!(
+                    "{at}.module: no module {:?} in this runtime; it has: {}",
+                    spec.module,
+                    self.core.registry.names().join(", ")
+                )
+            })?;
+            let info = self
+                .core
+                .pools
+                .insert(None, &spec.name, &spec.module, |info| {
+                    module.create_container(info, spec.params.as_bytes())
+                })
+                .map_err(|e| format!("{at}: pool {:?} ({}): {e}", spec.name, spec.module))?;
+            made.push(info);
+        }
+        Ok(made)
+    }
+
     /// Starts the network layer on this engine: tasks with a route reach
     /// other nodes from here on.
     pub fn start_net(

@@ -821,8 +821,21 @@ impl Transport {
     fn push_lane(&mut self, idx: u32) -> bool {
         let core = &*self.core;
         let lanes = core.view.lanes.len() as u32;
-        for k in 0..lanes {
-            let lane = (self.rr + k) % lanes;
+        // A worker still spinning takes the task without a futex wake-up:
+        // try such a lane first, then the others in turn.
+        let awake = (0..lanes).map(|k| (self.rr + k) % lanes).find(|&l| {
+            core.view.lanes[l as usize]
+                .header
+                .doorbell
+                .load(Ordering::Relaxed)
+                == 0
+        });
+        for k in 0..=lanes {
+            let lane = match (k, awake) {
+                (0, Some(l)) => l,
+                (0, None) => continue,
+                _ => (self.rr + k - 1) % lanes,
+            };
             core.view
                 .records
                 .get(idx)

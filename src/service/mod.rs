@@ -130,6 +130,31 @@ impl Running {
                         );
                     }
                 }
+                // Membership and pools are fixed at start: say so rather
+                // than silently keep the old ones.
+                let old_pools = &self.loaded.config.compose;
+                let new_pools = &new.config.compose;
+                if old_pools.len() != new_pools.len()
+                    || old_pools.iter().zip(new_pools).any(|(a, b)| !a.same_pool(b))
+                {
+                    warn!(
+                        self.log,
+                        "compose changed; restart chimaera to apply it (pools are created at start)"
+                    );
+                }
+                let members = |l: &Loaded| -> Vec<(String, Option<u16>)> {
+                    l.hosts.iter().map(|h| (h.host.clone(), h.port)).collect()
+                };
+                if members(&new) != members(&self.loaded) || new.node_id != self.loaded.node_id {
+                    warn!(
+                        self.log,
+                        "the hostfile's nodes changed (this node: {} of {}, was {} of {}); restart chimaera to apply it",
+                        new.node_id,
+                        new.hosts.len().max(1),
+                        self.loaded.node_id,
+                        self.loaded.hosts.len().max(1)
+                    );
+                }
                 self.log_handle.set_level(new.config.logging.level);
                 self.loaded.config.logging = new.config.logging;
             }
@@ -236,6 +261,21 @@ pub fn run(opts: LoadOptions) -> u8 {
             return exit::SOFTWARE;
         }
     };
+
+    match engine.compose(&loaded.config.compose) {
+        Ok(pools) => {
+            for p in pools {
+                info!(
+                    log,
+                    "created pool {} (id {}, module {}) from compose", p.name, p.id, p.module
+                );
+            }
+        }
+        Err(e) => {
+            error!(log, "configuration error: {}", e);
+            return exit::CONFIG;
+        }
+    }
 
     notify(&log, &[NotifyState::Status("binding the network endpoint")]);
     let net_cfg = crate::net::NetConfig {
