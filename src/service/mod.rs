@@ -25,7 +25,6 @@ use crate::config::{self, Env, LoadOptions, Loaded, changed_keys};
 use crate::engine::Engine;
 use crate::engine::runtime::RuntimeCore;
 use crate::exit;
-use crate::module::Registry;
 use crate::shm::{Access, Segments};
 
 /// Tells systemd (when NOTIFY_SOCKET is set) how the start is going. Failures
@@ -254,7 +253,12 @@ pub fn run(opts: LoadOptions) -> u8 {
         );
     }
     notify(&log, &[NotifyState::Status("starting workers")]);
-    let mut engine = match Engine::start(&loaded.config, segments, Registry::default(), &log) {
+    let mut engine = match Engine::start(
+        &loaded.config,
+        segments,
+        crate::modules::builtin_registry(),
+        &log,
+    ) {
         Ok(e) => e,
         Err(e) => {
             error!(log, "cannot start the task engine: {}", e);
