@@ -14,6 +14,7 @@
 //!
 //! `chimaera bench remote` is in [`remote`].
 
+pub mod bdev;
 pub mod remote;
 
 use std::collections::VecDeque;
