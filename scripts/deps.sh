@@ -8,8 +8,9 @@ build_pkgs=(pkg-config g++)
 # debootstrap builds the local base image; mandoc/groff lint the man pages;
 # lintian checks the .deb; systemd gives systemd-analyze; util-linux gives
 # unshare (a private /dev/shm); docker.io and docker-compose run the images.
-# dpkg-dev gives cargo-deb dpkg-shlibdeps; binutils readelf; iproute2 ip.
-test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps dpkg-dev binutils iproute2)
+# dpkg-dev gives cargo-deb dpkg-shlibdeps; binutils readelf; iproute2 ip;
+# prometheus gives promtool, which checks the metrics endpoint's text.
+test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps dpkg-dev binutils iproute2 prometheus)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -36,6 +37,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: installing ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+        # Only promtool is wanted: do not leave the package's Prometheus
+        # server running (and listening on 9090) where systemd started it.
+        $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ "${1:-}" = "--test" ] && ! cargo deb --version >/dev/null 2>&1; then

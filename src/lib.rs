@@ -22,6 +22,7 @@ pub mod client;
 pub mod cluster;
 pub mod engine;
 pub mod exit;
+pub mod metrics;
 pub mod module;
 pub mod modules;
 pub mod net;

@@ -15,6 +15,7 @@ pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -204,6 +205,15 @@ pub struct Runtime {
     pub run_dir: String,
 }
 
+/// The Prometheus endpoint (`monitoring`): off unless given a port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// 0: no endpoint.
+    pub metrics_port: u16,
+    pub metrics_address: IpAddr,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -214,6 +224,7 @@ pub struct Config {
     pub performance: Performance,
     pub shared_memory: SharedMemory,
     pub runtime: Runtime,
+    pub monitoring: Monitoring,
     /// Pools created at start, in order, after the admin pool.
     #[serde(default)]
     pub compose: Vec<PoolSpec>,
@@ -244,7 +255,10 @@ impl PoolSpec {
 /// What may name a pool: what `chimaera` prints and logs without quoting.
 pub fn check_pool_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
-        return Err(format!("a pool name has 1 to 64 characters, got {}", name.len()));
+        return Err(format!(
+            "a pool name has 1 to 64 characters, got {}",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -332,6 +346,12 @@ impl Default for Config {
                 task_timeout: 30000,
                 run_dir: String::new(),
             },
+            monitoring: Monitoring {
+                metrics_port: 0,
+                // Loopback: the numbers say what runs here; exposing them
+                // beyond the host is a choice to make explicitly.
+                metrics_address: IpAddr::from([127, 0, 0, 1]),
+            },
             compose: Vec::new(),
         }
     }
@@ -369,6 +389,10 @@ pub enum Kind {
         max: u64,
     },
     Port,
+    /// 0 (off), or a TCP port.
+    PortOrOff,
+    /// An IPv4 or IPv6 address, written as such (no host name).
+    IpAddr,
     Choice(&'static [&'static str]),
     /// A POSIX shared-memory object name; `${USER}` expands.
     SegmentName,
@@ -390,6 +414,8 @@ impl Kind {
             ),
             Kind::Millis { min, max } => format!("milliseconds from {min} to {max}"),
             Kind::Port => "a TCP port from 1 to 65535".into(),
+            Kind::PortOrOff => "0 (off) or a TCP port from 1 to 65535".into(),
+            Kind::IpAddr => "an IPv4 or IPv6 address such as 127.0.0.1 or ::1".into(),
             Kind::Choice(names) => format!("one of {}", names.join(", ")),
             Kind::SegmentName => {
                 "a shared-memory name of letters, digits, '.', '_', '-' and ${USER}".into()
@@ -438,6 +464,14 @@ impl FromValue for String {
             Value::Text(t) => t,
             Value::Num(n) => n.to_string(),
         }
+    }
+}
+
+impl FromValue for IpAddr {
+    fn from_value(v: Value) -> Self {
+        String::from_value(v)
+            .parse()
+            .expect("checked by parse_value against the IpAddr kind")
     }
 }
 
@@ -555,6 +589,10 @@ keys! {
         "Milliseconds a task may run before it completes with a timeout error.";
     runtime.run_dir, Some("CHI_RUN_DIR"), Kind::Path, false,
         "Directory of the discovery file; empty: $RUNTIME_DIRECTORY, /run/chimaera (root), $XDG_RUNTIME_DIR/chimaera, else /tmp/chimaera-UID.";
+    monitoring.metrics_port, Some("CHI_METRICS_PORT"), Kind::PortOrOff, false,
+        "TCP port of the Prometheus endpoint (http://ADDRESS:PORT/metrics); 0: no endpoint.";
+    monitoring.metrics_address, Some("CHI_METRICS_ADDRESS"), Kind::IpAddr, false,
+        "Address the Prometheus endpoint listens on: 127.0.0.1 keeps it on this host; 0.0.0.0 or :: opens it to the network.";
 }
 
 /// The environment variable naming the configuration file.
@@ -805,6 +843,19 @@ fn parse_value(key: &Key, text: &str, plain: bool, null: bool) -> Result<Value, 
     match key.kind {
         Kind::Count { min, max } | Kind::Millis { min, max } => number(min, max).map(Value::Num),
         Kind::Port => number(1, 65535).map(Value::Num),
+        Kind::PortOrOff => number(0, 65535).map(Value::Num),
+        Kind::IpAddr => {
+            let t = text.trim();
+            // `[::1]` is how URLs write it; the brackets are not the address.
+            let bare = t
+                .strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .unwrap_or(t);
+            match bare.parse::<IpAddr>() {
+                Ok(a) if !null => Ok(Value::Text(a.to_string())),
+                _ => Err(format!("expected {}, got {text:?}", key.kind.expects())),
+            }
+        }
         Kind::AutoOrCount { max } => {
             // `auto` may be quoted; a number must not be, as for counts.
             if text.trim().eq_ignore_ascii_case("auto") {
@@ -1030,7 +1081,10 @@ impl Collector {
                     problem(
                         other.loc(),
                         format!("compose[{i}]"),
-                        format!("expected a mapping with name, module and params, found {}", other.kind_name()),
+                        format!(
+                            "expected a mapping with name, module and params, found {}",
+                            other.kind_name()
+                        ),
                     );
                     continue;
                 }
@@ -1050,7 +1104,14 @@ impl Collector {
                     ("name" | "module", other) => problem(
                         other.loc(),
                         key(&k),
-                        format!("expected a name, found {}", if other.is_null() { "nothing" } else { other.kind_name() }),
+                        format!(
+                            "expected a name, found {}",
+                            if other.is_null() {
+                                "nothing"
+                            } else {
+                                other.kind_name()
+                            }
+                        ),
                     ),
                     ("params", Node::Scalar { text, .. }) if !v.is_null() => params = text.clone(),
                     ("params", other) if other.is_null() => {}
@@ -1070,7 +1131,11 @@ impl Collector {
                 continue;
             };
             let Some(module) = module else {
-                problem(loc, key("module"), "missing: which module runs this pool (e.g. bdev)".into());
+                problem(
+                    loc,
+                    key("module"),
+                    "missing: which module runs this pool (e.g. bdev)".into(),
+                );
                 continue;
             };
             if let Err(e) = check_pool_name(&name) {
@@ -1078,7 +1143,11 @@ impl Collector {
                 continue;
             }
             if let Some(j) = specs.iter().position(|s| s.name == name) {
-                problem(name_loc, key("name"), format!("pool {name:?} is already compose[{j}]"));
+                problem(
+                    name_loc,
+                    key("name"),
+                    format!("pool {name:?} is already compose[{j}]"),
+                );
                 continue;
             }
             specs.push(PoolSpec {
@@ -1346,6 +1415,18 @@ fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<D
             Err(e) if hosts.is_empty() => check(problems, e.key(), e.to_string()),
             Err(e) => check(problems, e.key(), format!("{}: {e}", n.hostfile)),
         }
+    }
+
+    let mon = &config.monitoring;
+    if mon.metrics_port != 0 && mon.metrics_port == config.network.zmq_port {
+        check(
+            problems,
+            "monitoring.metrics_port",
+            format!(
+                "port {} is network.zmq_port too: the metrics endpoint needs a port of its own",
+                mon.metrics_port
+            ),
+        );
     }
 
     let mut cluster_key = None;

@@ -56,6 +56,8 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
         "performance.lane_map_policy" => ("map_by_pid_tid".into(), "map_by_pid_tid".into()),
         "shared_memory.group" => ("root".into(), "root".into()),
         "runtime.run_dir" => ("/tmp/chi-run".into(), "/tmp/chi-run".into()),
+        // Written the way a URL would, to show the brackets are accepted.
+        "monitoring.metrics_address" => ("[::1]".into(), "::1".into()),
         p if p.ends_with("_segment_name") => (
             format!("t_{}_${{USER}}", key.name),
             format!("t_{}_${{USER}}", key.name),
@@ -65,6 +67,7 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
                 ((min + 2).to_string(), (min + 2).to_string())
             }
             Kind::Port => ("6123".into(), "6123".into()),
+            Kind::PortOrOff => ("9464".into(), "9464".into()),
             // Node 0 is valid with or without the one-line hostfile.
             Kind::AutoOrCount { .. } => ("0".into(), "0".into()),
             _ => panic!("no sample for {}", key.path()),
@@ -123,9 +126,11 @@ fn every_key_is_read_from_yaml() {
         let yaml = format!("{}:\n  {}: \"{}\"\n", key.section, key.name, text);
         let yaml = match key.kind {
             // Numbers must be written as numbers.
-            Kind::Count { .. } | Kind::Millis { .. } | Kind::Port | Kind::AutoOrCount { .. } => {
-                yaml.replace('"', "")
-            }
+            Kind::Count { .. }
+            | Kind::Millis { .. }
+            | Kind::Port
+            | Kind::PortOrOff
+            | Kind::AutoOrCount { .. } => yaml.replace('"', ""),
             _ => yaml,
         };
         let loaded = load_yaml(&yaml, &no_env()).unwrap_or_else(|e| panic!("{}: {e}", key.path()));
@@ -513,18 +518,27 @@ fn compose_lists_pools_with_params_as_json() {
     .unwrap();
     let c = &l.config.compose;
     assert_eq!(c.len(), 3);
-    assert_eq!((c[0].name.as_str(), c[0].module.as_str(), c[0].line), ("ram0", "bdev", 2));
+    assert_eq!(
+        (c[0].name.as_str(), c[0].module.as_str(), c[0].line),
+        ("ram0", "bdev", 2)
+    );
     let p: serde_json::Value = serde_json::from_str(&c[0].params).unwrap();
     assert_eq!(
         p,
         serde_json::json!({"kind": "ram", "size": "64M", "block_size": 4096, "direct": false})
     );
-    assert_eq!(c[1].params, r#"{"kind":"ram"}"#, "a scalar is passed as written");
+    assert_eq!(
+        c[1].params, r#"{"kind":"ram"}"#,
+        "a scalar is passed as written"
+    );
     assert_eq!(c[2].params, "");
     // `config show` writes it back, and a strict reading of that agrees.
     let shown = crate::config::to_yaml(&l);
     let again: Config = serde_saphyr::from_str(&shown).unwrap();
-    assert!(again.compose.iter().zip(c).all(|(a, b)| a.same_pool(b)), "{shown}");
+    assert!(
+        again.compose.iter().zip(c).all(|(a, b)| a.same_pool(b)),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -547,5 +561,51 @@ fn every_compose_problem_is_reported_with_its_line() {
     has("compose[5].modul", 12, "did you mean `module`");
     has("compose[6]", 13, "expected a mapping");
     let errs = load_yaml("compose:\n  name: x\n", &no_env()).unwrap_err().0;
-    assert!(errs[0].message.contains("expected a list of pools"), "{}", errs[0]);
+    assert!(
+        errs[0].message.contains("expected a list of pools"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn monitoring_port_and_address_are_checked() {
+    // Off by default, on loopback when turned on.
+    let d = Config::default().monitoring;
+    assert_eq!(
+        (d.metrics_port, d.metrics_address.to_string()),
+        (0, "127.0.0.1".into())
+    );
+    let ok = load_yaml(
+        "monitoring:\n  metrics_port: 9464\n  metrics_address: \"::\"\n",
+        &no_env(),
+    )
+    .unwrap();
+    assert_eq!(ok.config.monitoring.metrics_port, 9464);
+    assert_eq!(ok.config.monitoring.metrics_address.to_string(), "::");
+    let env = Env::from_pairs([("USER", "t"), ("CHI_METRICS_ADDRESS", "localhost")]);
+    let err = load_yaml("monitoring:\n  metrics_port: 65536\n", &env).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(":2:17: monitoring.metrics_port: expected 0 (off) or a TCP port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("environment CHI_METRICS_ADDRESS (monitoring.metrics_address): expected an IPv4 or IPv6 address"),
+        "{text}"
+    );
+    // Quoted numbers are text, as for every port.
+    let err = load_yaml("monitoring:\n  metrics_port: \"9464\"\n", &no_env()).unwrap_err();
+    assert!(err.to_string().contains("got the string"), "{err}");
+    // One port cannot serve both.
+    let err = load_yaml(
+        "network:\n  zmq_port: 7000\nmonitoring:\n  metrics_port: 7000\n",
+        &no_env(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("monitoring.metrics_port: port 7000 is network.zmq_port too"),
+        "{err}"
+    );
 }

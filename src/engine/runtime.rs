@@ -31,6 +31,7 @@ use super::record::{
 };
 use super::sync::{coarse_now_ns, futex_wait, futex_wake, now_ns, prefetch_for_write, relax};
 use crate::alloc::Arena;
+use crate::metrics::{Meter, Slots, WorkerMeter};
 use crate::module::{Container, Pool, PoolTable, Registry, Suspend, TaskContext, TaskError};
 
 /// Records a worker takes per pass before it looks at parked tasks.
@@ -63,6 +64,9 @@ pub struct RuntimeCore {
     rr: AtomicU32,
     /// The network layer, once the daemon started it.
     pub(crate) net: OnceLock<Arc<crate::net::NetShared>>,
+    /// Tasks per pool and method, and their latencies, counted by the
+    /// workers for the metrics endpoint.
+    pub metrics: crate::metrics::TaskMetrics,
 }
 
 // SAFETY: the view's references point into shared memory that lives as long
@@ -82,6 +86,7 @@ impl RuntimeCore {
         task_timeout_ns: u64,
         log: slog::Logger,
     ) -> RuntimeCore {
+        let metrics = crate::metrics::TaskMetrics::new(view.lanes.len());
         RuntimeCore {
             view,
             client_arena,
@@ -94,6 +99,7 @@ impl RuntimeCore {
             stop: AtomicBool::new(false),
             rr: AtomicU32::new(0),
             net: OnceLock::new(),
+            metrics,
         }
     }
 
@@ -404,6 +410,7 @@ struct Parked {
     coro: TaskCoroutine,
     idx: u32,
     wait: Suspend,
+    meter: Meter,
 }
 
 pub struct Worker {
@@ -415,16 +422,21 @@ pub struct Worker {
     parked: Vec<Parked>,
     spare: Vec<Parked>,
     pools: Vec<Option<Arc<Pool>>>,
+    /// Where each pool's tasks are counted, by pool id, refreshed with `pools`.
+    pool_slots: Vec<Slots>,
     pools_gen: u64,
     /// Pool snapshots replaced while parked coroutines may borrow from them.
     retired: Vec<Vec<Option<Arc<Pool>>>>,
     tasks_done: u64,
+    /// This worker's task counters (it is their only writer).
+    meter: Arc<WorkerMeter>,
 }
 
 impl Worker {
     pub fn new(core: Arc<RuntimeCore>, id: u32) -> Worker {
         let lane = core.view.lanes[id as usize];
         let slot = &core.view.workers[id as usize];
+        let meter = core.metrics.meter(id);
         Worker {
             core,
             id,
@@ -434,28 +446,41 @@ impl Worker {
             parked: Vec::new(),
             spare: Vec::new(),
             pools: Vec::new(),
+            pool_slots: Vec::new(),
             pools_gen: u64::MAX,
             retired: Vec::new(),
             tasks_done: 0,
+            meter,
         }
     }
 
     /// The container of pool `id`, from the worker's snapshot of the pool
-    /// table. No reference count moves per task: a snapshot replaced while
-    /// coroutines that borrow from it are parked is kept until they finish.
-    fn container(&mut self, id: u32) -> Option<*const dyn Container> {
+    /// table, and where its tasks are counted. No reference count moves per
+    /// task: a snapshot replaced while coroutines that borrow from it are
+    /// parked is kept until they finish.
+    fn container(&mut self, id: u32) -> Option<(*const dyn Container, Slots)> {
         let generation = self.core.pools.generation();
         if generation != self.pools_gen {
             let old = std::mem::replace(&mut self.pools, self.core.pools.snapshot());
             if !self.parked.is_empty() {
                 self.retired.push(old);
             }
+            // The slot lookup takes a lock: once per change of the pool
+            // table, never per task.
+            let metrics = &self.core.metrics;
+            self.pool_slots = self
+                .pools
+                .iter()
+                .map(|p| {
+                    p.as_ref().map_or(Slots::OTHER, |p| {
+                        metrics.slots(&p.info.name, &p.info.module)
+                    })
+                })
+                .collect();
             self.pools_gen = generation;
         }
-        self.pools
-            .get(id as usize)
-            .and_then(Option::as_ref)
-            .map(|p| Arc::as_ptr(&p.container))
+        let pool = self.pools.get(id as usize)?.as_ref()?;
+        Some((Arc::as_ptr(&pool.container), self.pool_slots[id as usize]))
     }
 
     /// The worker's loop; returns when the runtime stops and its work is done
@@ -571,7 +596,7 @@ impl Worker {
             return;
         }
         let pool_id = rec.pool_id.load(Ordering::Relaxed);
-        let Some(container) = self.container(pool_id) else {
+        let Some((container, slots)) = self.container(pool_id) else {
             core.finish(
                 idx,
                 status::NO_SUCH_POOL,
@@ -593,6 +618,10 @@ impl Worker {
                 }
             },
         };
+        // `now` is the pass's coarse clock: a new tick times the task.
+        let meter = self
+            .meter
+            .begin(slots, rec.method.load(Ordering::Relaxed), now);
         let core_addr = Arc::as_ptr(&self.core) as usize;
         let worker = self.id;
         let coro = Coroutine::with_stack(stack, move |yielder: &Yielder<(), Suspend>, ()| {
@@ -614,7 +643,7 @@ impl Worker {
             };
             container.run(&mut ctx)
         });
-        self.drive(coro, idx);
+        self.drive(coro, idx, meter);
     }
 
     /// A task with a route: true if it does not run here (it was handed to
@@ -645,7 +674,7 @@ impl Worker {
         }
     }
 
-    fn drive(&mut self, mut coro: TaskCoroutine, idx: u32) {
+    fn drive(&mut self, mut coro: TaskCoroutine, idx: u32, meter: Meter) {
         self.slot.running.store(idx, Ordering::Release);
         let result = coro.resume(());
         match result {
@@ -659,6 +688,9 @@ impl Worker {
                         .core
                         .finish(idx, e.status(), Some(&e.to_string()), true),
                 };
+                // After the completion is published: a timed task's duration
+                // includes waking its client.
+                self.meter.end(meter);
                 self.count_done();
             }
             CoroutineResult::Yield(wait) => {
@@ -669,7 +701,12 @@ impl Worker {
                     flags.load(Ordering::Relaxed) | FLAG_PARKED,
                     Ordering::Release,
                 );
-                self.parked.push(Parked { coro, idx, wait });
+                self.parked.push(Parked {
+                    coro,
+                    idx,
+                    wait,
+                    meter,
+                });
             }
         }
         self.slot.running.store(record::NONE, Ordering::Release);
@@ -699,7 +736,7 @@ impl Worker {
                 Suspend::Wait(sub) => self.core.view.records.get(sub).phase() == record::DONE,
             };
             if ready {
-                self.drive(p.coro, p.idx);
+                self.drive(p.coro, p.idx, p.meter);
                 ran += 1;
             } else {
                 self.spare.push(p);

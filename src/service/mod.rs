@@ -2,7 +2,7 @@
 //!
 //! Start order (as in the original runtime, minus its faults): configuration
 //! → shared-memory segments → task engine (workers, reapers) → network
-//! endpoint → discovery file → READY=1.
+//! endpoint → metrics endpoint (when configured) → discovery file → READY=1.
 //! A failure at any step undoes the steps before it and exits with a code that
 //! says which kind of failure it was.
 
@@ -316,6 +316,16 @@ pub fn run(opts: LoadOptions) -> u8 {
         );
     }
 
+    // Declared after the engine, so that an early return drops (stops) it
+    // first: it reads the engine's segments.
+    let metrics = match start_metrics(&loaded, &engine, &log) {
+        Ok(m) => m,
+        Err(e) => {
+            error!(log, "{}", e);
+            return exit::UNAVAILABLE;
+        }
+    };
+
     let disc = discovery::Discovery {
         version: env!("CARGO_PKG_VERSION").into(),
         layout_version: crate::shm::LAYOUT_VERSION,
@@ -384,6 +394,9 @@ pub fn run(opts: LoadOptions) -> u8 {
         drop(tx);
         let _ = handle.join();
     }
+    if let Some(m) = metrics {
+        m.stop();
+    }
     // Discovery first: a client must not find a runtime that is going away.
     if let Err(e) = std::fs::remove_file(&disc_path) {
         warn!(
@@ -404,6 +417,27 @@ pub fn run(opts: LoadOptions) -> u8 {
     info!(log, "removed segments {}", names.join(", "));
     info!(log, "chimaera runtime stopped");
     exit::OK
+}
+
+/// The Prometheus endpoint, when `monitoring.metrics_port` asks for one.
+fn start_metrics(
+    loaded: &Loaded,
+    engine: &Engine,
+    log: &slog::Logger,
+) -> Result<Option<crate::metrics::Server>, crate::metrics::MetricsError> {
+    let m = &loaded.config.monitoring;
+    if m.metrics_port == 0 {
+        return Ok(None);
+    }
+    let server = crate::metrics::Server::start(
+        m.metrics_address,
+        m.metrics_port,
+        engine.core.clone(),
+        engine.segments().main.len(),
+        log,
+    )?;
+    info!(log, "serving metrics on http://{}/metrics", server.addr());
+    Ok(Some(server))
 }
 
 /// How long `chimaera stop` waits by default.
