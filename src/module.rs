@@ -240,6 +240,19 @@ impl<'a> TaskContext<'a> {
         self.core.set_output(self.rec, bytes)
     }
 
+    /// An output of `len` bytes for the task to fill in place, where its
+    /// client reads it (no copy); its bytes are unspecified until written.
+    /// Replaces output set before; calling this or `set_output` again ends
+    /// the borrow.
+    pub fn output_buffer(&mut self, len: usize) -> Result<&mut [u8], TaskError> {
+        let ptr = self.core.output_buffer(self.rec, len)?;
+        // SAFETY: the output holds `len` bytes and stays allocated until it
+        // is replaced (which takes `&mut self`, so not while this slice
+        // lives) or the record is freed (not before this task completes);
+        // this task's runner is the only one that touches it before DONE.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+    }
+
     /// Lets other tasks of this worker run; this one goes on at the next pass.
     pub fn yield_now(&self) {
         self.yielder.suspend(Suspend::Yield);

@@ -157,6 +157,38 @@ impl RuntimeCore {
         Ok(())
     }
 
+    /// Makes room for a task's output of `len` bytes to be written in
+    /// place: in the record when small, else a fresh block of the runtime
+    /// data segment (old bytes until written). Replaces any output set
+    /// before. The pointer is valid for `len` bytes until the output is
+    /// replaced or the record freed; only the task's runner may write it,
+    /// before DONE.
+    pub(crate) fn output_buffer(&self, rec: &TaskRecord, len: usize) -> Result<*mut u8, TaskError> {
+        let len32 = u32::try_from(len).map_err(|_| {
+            TaskError::Failed(format!(
+                "an output of {len} bytes is more than a task can return (4 GiB)"
+            ))
+        })?;
+        let old = rec.out_offset.swap(INLINE, Ordering::Relaxed);
+        if old != INLINE {
+            let _ = self.runtime_arena.free(old);
+        }
+        let ptr = if len <= INLINE_BYTES {
+            rec.inline_out.get().cast::<u8>()
+        } else {
+            let owner = rec.owner.load(Ordering::Relaxed);
+            let off = self.runtime_arena.alloc(len, owner).ok_or_else(|| {
+                TaskError::Failed(format!(
+                    "the runtime data segment has no room for {len} bytes of output: raise memory.runtime_data_segment_size"
+                ))
+            })?;
+            rec.out_offset.store(off, Ordering::Relaxed);
+            self.runtime_arena.ptr(off)
+        };
+        rec.out_len.store(len32, Ordering::Relaxed);
+        Ok(ptr)
+    }
+
     /// Drops a reference to a record; the last one frees its payloads too.
     pub fn release(&self, idx: u32, which: u32) {
         self.view.records.release(idx, which, |r| {

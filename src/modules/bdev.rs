@@ -15,8 +15,8 @@
 //!
 //! The data path copies once on each side of shared memory: a write goes
 //! from the task's input (already in the client data segment) straight into
-//! device memory or `pwrite`; a RAM read goes from device memory straight
-//! into the task's output. Overlapping requests are ordered by striped
+//! device memory or `pwrite`; a read goes from device memory or `pread`
+//! straight into the task's output. Overlapping requests are ordered by striped
 //! reader-writer locks (64 KiB stripes), so disjoint extents proceed in
 //! parallel on several workers and a read never sees part of a write.
 
@@ -574,9 +574,8 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Reused buffers for file I/O that cannot go straight to or from shared
-/// memory (O_DIRECT alignment, and file reads until a task can fill its
-/// output in place).
+/// Reused aligned buffers for O_DIRECT requests that cannot go straight
+/// to or from shared memory.
 struct BouncePool {
     align: usize,
     free: Mutex<Vec<AlignedBuf>>,
@@ -996,43 +995,6 @@ impl Bdev {
         self.counters.bytes_read.fetch_add(len, Ordering::Relaxed);
     }
 
-    /// Reads `len` bytes at `off` and lends them to `f`: RAM bytes where
-    /// they lie (under the read locks), file bytes from a reused buffer.
-    pub fn read_with<R>(
-        &self,
-        off: u64,
-        len: u64,
-        f: impl FnOnce(&[u8]) -> Result<R, TaskError>,
-    ) -> Result<R, TaskError> {
-        self.check_open()?;
-        self.check_range("READ", off, len)?;
-        match &self.backing {
-            Backing::Ram { base, .. } => {
-                if len == 0 {
-                    return f(&[]);
-                }
-                let _guards = self.stripes.read(off, len);
-                // SAFETY: in range (checked); the read locks exclude writers
-                // for as long as the slice lives (it dies with this call).
-                let bytes =
-                    unsafe { std::slice::from_raw_parts(base.add(off as usize), len as usize) };
-                let r = f(bytes);
-                self.count_read(len);
-                r
-            }
-            Backing::File { .. } => {
-                let n = usize::try_from(len)
-                    .map_err(|_| TaskError::BadInput(format!("READ: {len} bytes is too long")))?;
-                let mut buf = self.bounce.take(n).map_err(TaskError::Failed)?;
-                let r = self
-                    .read_into(off, buf.bytes(n))
-                    .and_then(|()| f(buf.bytes(n)));
-                self.bounce.give(buf);
-                r
-            }
-        }
-    }
-
     /// Allocates `n` blocks: one extent when a free run is long enough.
     pub fn allocate(&self, n: u64) -> Result<Vec<Extent>, TaskError> {
         self.check_open()?;
@@ -1185,7 +1147,12 @@ impl Container for Bdev {
                         "READ: {len} bytes is more than one task's output can hold (4 GiB)"
                     )));
                 }
-                self.read_with(off, len, |bytes| ctx.set_output(bytes))
+                // Checked before the output is allocated, so that a bad
+                // extent is reported as such, not as a full segment.
+                self.check_open()?;
+                self.check_range("READ", off, len)?;
+                let out = ctx.output_buffer(len as usize)?;
+                self.read_into(off, out)
             }
             method::ALLOCATE => {
                 let b: [u8; 8] = ctx.input().try_into().map_err(|_| {
@@ -1542,7 +1509,8 @@ mod tests {
         let mut all = vec![0u8; size as usize];
         dev.read_into(0, &mut all).unwrap();
         assert!(all == model);
-        let piece = dev.read_with(4090, 20, |b| Ok(b.to_vec())).unwrap();
+        let mut piece = vec![0u8; 20];
+        dev.read_into(4090, &mut piece).unwrap();
         assert_eq!(piece, model[4090..4110]);
         assert!(matches!(
             dev.write(size - 1, &[1, 2]),
