@@ -46,6 +46,9 @@ enum Command {
     /// Measure the runtime against this machine's floor (starts its own daemon).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create, destroy or list the runtime's pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Send admin no-op tasks to the runtime (or through it to other nodes)
     /// and print their round trips.
     Ping {
@@ -93,6 +96,36 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Block I/O on a RAM bdev pool (4 KiB and 1 MiB writes and reads)
+    /// against memcpy in the same run.
+    Bdev {
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// List the pools: id, name, module.
+    List {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a pool, or find the one of that name and module (get-or-create).
+    Create {
+        name: String,
+        module: String,
+        /// The module's parameters, JSON (e.g. '{"kind":"ram","size":"64M"}' for bdev).
+        #[arg(long, default_value = "")]
+        params: String,
+    },
+    /// Destroy a pool, named by name or by id.
+    Destroy {
+        /// A pool name, or its id (a number).
+        pool: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +148,15 @@ enum ConfigCommand {
 
 /// Entry point of all three binaries.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
+    main_with_registry(args, crate::modules::builtin_registry())
+}
+
+/// The command line of a runtime with these modules (see
+/// [`crate::RuntimeBuilder`]).
+pub fn main_with_registry(
+    args: impl IntoIterator<Item = OsString>,
+    registry: crate::module::Registry,
+) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -128,7 +170,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
         ..LoadOptions::default()
     };
     match cli.command {
-        Command::Run(args) => service::run(opts(args.sets)),
+        Command::Run(args) => service::run(opts(args.sets), registry),
         Command::Stop(args) => stop(&opts(Vec::new()), Duration::from_secs(args.timeout)),
         Command::Status { json } => status(&opts(Vec::new()), json),
         Command::Config(ConfigCommand::Check { file, sets }) => {
@@ -185,6 +227,32 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
                 exit::SOFTWARE
             }
         },
+        Command::Bench(BenchCommand::Bdev { json }) => match crate::bench::bdev::bdev() {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string(&r).expect("serializable"));
+                } else {
+                    println!(
+                        "1 MiB write {:.2} GB/s read {:.2} GB/s ({:.2}x, {:.2}x memcpy {:.2} GB/s) | 4 KiB write {:.2} GB/s read {:.2} GB/s ({:.0}/{:.0} IOPS)",
+                        r.write_1m_gbps,
+                        r.read_1m_gbps,
+                        r.write_1m_over_memcpy,
+                        r.read_1m_over_memcpy,
+                        r.memcpy_gbps,
+                        r.write_4k_gbps,
+                        r.read_4k_gbps,
+                        r.write_4k_iops,
+                        r.read_4k_iops
+                    );
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("chimaera: bench failed: {e}");
+                exit::SOFTWARE
+            }
+        },
+        Command::Pool(cmd) => pool(&opts(Vec::new()), cmd),
         Command::Ping {
             count,
             node,
@@ -543,6 +611,59 @@ enum PingTarget {
 
 /// `count` round trips of an admin ping (to `node`, or here); the error
 /// ends the series.
+fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
+    let found = match locate(opts, exit::UNAVAILABLE) {
+        Ok((_, f)) => f,
+        Err(code) => return code,
+    };
+    let Found::Running { path, disc, .. } = found else {
+        eprintln!("chimaera: {}", not_running_message(&found));
+        return exit::NOT_RUNNING;
+    };
+    let client = match Client::connect_discovery(path, disc) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let result = match cmd {
+        PoolCommand::List { json } => client.list_pools().map(|pools| {
+            if json {
+                println!("{}", serde_json::to_string(&pools).expect("serializable"));
+            } else {
+                for p in pools {
+                    println!("{}\t{}\t{}", p.id, p.name, p.module);
+                }
+            }
+        }),
+        PoolCommand::Create {
+            name,
+            module,
+            params,
+        } => client
+            .create_pool(&name, &module, &params)
+            .map(|p| println!("pool {} (id {}, module {})", p.name, p.id, p.module)),
+        PoolCommand::Destroy { pool } => {
+            let req = match pool.parse::<u32>() {
+                Ok(id) => crate::modules::admin::PoolRef::Id { id },
+                Err(_) => crate::modules::admin::PoolRef::Name { name: pool },
+            };
+            client
+                .destroy_pool_ref(&req)
+                .map(|p| println!("destroyed pool {} (id {})", p.name, p.id))
+        }
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            // The runtime answered: the request itself was refused.
+            exit::FAILURE
+        }
+    }
+}
+
 fn ping_series(client: &Client, node: Option<u32>, count: u32) -> Result<Vec<u64>, String> {
     (0..count)
         .map(|_| {

@@ -602,7 +602,11 @@ impl Client {
     }
 
     pub fn destroy_pool(&self, name: &str) -> Result<PoolInfo, ClientError> {
-        let req = admin::PoolRef::Name { name: name.into() };
+        self.destroy_pool_ref(&admin::PoolRef::Name { name: name.into() })
+    }
+
+    /// Destroys a pool named by id or by name.
+    pub fn destroy_pool_ref(&self, req: &admin::PoolRef) -> Result<PoolInfo, ClientError> {
         let out = self.admin(
             admin::method::DESTROY_POOL,
             &serde_json::to_vec(&req).expect("serializable"),

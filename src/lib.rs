@@ -17,6 +17,7 @@ pub fn unix_ms() -> u64 {
 }
 pub mod alloc;
 pub mod bench;
+pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod cluster;
@@ -28,3 +29,5 @@ pub mod modules;
 pub mod net;
 pub mod service;
 pub mod wire;
+
+pub use builder::RuntimeBuilder;

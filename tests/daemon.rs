@@ -473,23 +473,36 @@ fn compose_creates_pools_at_start_and_a_missing_module_is_a_config_error() {
         yaml.push_str(text);
         std::fs::write(node.config_path(), yaml).unwrap();
     };
-    with_compose(&node, "compose:\n  - name: second\n    module: admin\n  - name: third\n    module: admin\n");
+    with_compose(
+        &node,
+        "compose:\n  - name: second\n    module: admin\n  - name: third\n    module: admin\n",
+    );
     let d = node.spawn(&[]);
     node.wait_running(d);
     let pools = node.client().list_pools().unwrap();
     let names: Vec<(&str, u32)> = pools.iter().map(|p| (p.name.as_str(), p.id)).collect();
     assert_eq!(names, [("admin", 0), ("second", 1), ("third", 2)]);
-    assert!(node.log().contains("created pool third (id 2, module admin) from compose"));
+    assert!(
+        node.log()
+            .contains("created pool third (id 2, module admin) from compose")
+    );
     // A task for a composed pool runs in it.
     let out = node
         .client()
-        .call(&chimaera::client::Task::new(2, chimaera::modules::admin::method::ECHO, b"x"))
+        .call(&chimaera::client::Task::new(
+            2,
+            chimaera::modules::admin::method::ECHO,
+            b"x",
+        ))
         .unwrap();
     assert_eq!(out, b"x");
     node.signal(d, SIGTERM);
     assert_eq!(node.wait_exit(d, Duration::from_secs(10)).code(), Some(0));
 
-    with_compose(&node, "compose:\n  - name: disk\n    module: no_such_module\n");
+    with_compose(
+        &node,
+        "compose:\n  - name: disk\n    module: no_such_module\n",
+    );
     let d = node.spawn(&[]);
     let st = node.wait_exit(d, Duration::from_secs(10));
     assert_eq!(st.code(), Some(78), "{}", node.stderr_of(d));
@@ -498,5 +511,69 @@ fn compose_creates_pools_at_start_and_a_missing_module_is_a_config_error() {
         err.contains("compose[0] (line ") && err.contains(".module: no module \"no_such_module\""),
         "{err}"
     );
-    assert!(node.segments_present().is_empty(), "a refused start leaves nothing");
+    assert!(
+        node.segments_present().is_empty(),
+        "a refused start leaves nothing"
+    );
+}
+
+#[test]
+fn pool_commands_create_list_and_destroy_by_name_and_id() {
+    let mut node = Node::new("poolcli");
+    let d = node.spawn(&[]);
+    node.wait_running(d);
+    let run = |args: &[&str]| {
+        let out = node.output(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let params = r#"{"kind":"ram","size":"1M"}"#;
+    let (code, out, err) = run(&["pool", "create", "disk0", "bdev", "--params", params]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "pool disk0 (id 1, module bdev)");
+    // Get-or-create: the same pool again.
+    let (code, out, _) = run(&["pool", "create", "disk0", "bdev", "--params", params]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "pool disk0 (id 1, module bdev)")
+    );
+    let (code, out, _) = run(&["pool", "create", "disk1", "bdev", "--params", params]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "pool disk1 (id 2, module bdev)")
+    );
+    let (_, out, _) = run(&["pool", "list"]);
+    assert_eq!(out, "0\tadmin\tadmin\n1\tdisk0\tbdev\n2\tdisk1\tbdev\n");
+    let (code, _, err) = run(&[
+        "pool",
+        "create",
+        "bad",
+        "bdev",
+        "--params",
+        r#"{"kind":"tape"}"#,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("kind"), "{err}");
+    let (code, _, err) = run(&["pool", "create", "x", "nosuch"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no module \"nosuch\""), "{err}");
+
+    let (code, out, _) = run(&["pool", "destroy", "disk0"]);
+    assert_eq!((code, out.trim()), (Some(0), "destroyed pool disk0 (id 1)"));
+    let (code, out, _) = run(&["pool", "destroy", "2"]);
+    assert_eq!((code, out.trim()), (Some(0), "destroyed pool disk1 (id 2)"));
+    let (code, _, err) = run(&["pool", "destroy", "disk0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no pool named \"disk0\""), "{err}");
+    let (_, out, _) = run(&["pool", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{"id": 0, "name": "admin", "module": "admin"}])
+    );
+    node.signal(d, SIGTERM);
+    assert_eq!(node.wait_exit(d, Duration::from_secs(10)).code(), Some(0));
 }

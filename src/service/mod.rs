@@ -134,7 +134,10 @@ impl Running {
                 let old_pools = &self.loaded.config.compose;
                 let new_pools = &new.config.compose;
                 if old_pools.len() != new_pools.len()
-                    || old_pools.iter().zip(new_pools).any(|(a, b)| !a.same_pool(b))
+                    || old_pools
+                        .iter()
+                        .zip(new_pools)
+                        .any(|(a, b)| !a.same_pool(b))
                 {
                     warn!(
                         self.log,
@@ -180,7 +183,7 @@ pub fn report_config_errors(errors: &config::ConfigErrors) {
 }
 
 /// `chimaera run`: the daemon in the foreground. Returns the exit code.
-pub fn run(opts: LoadOptions) -> u8 {
+pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
     let env = Env::from_process();
     let loaded = match config::load_and_check(&opts, &env) {
         Ok(l) => l,
@@ -253,12 +256,7 @@ pub fn run(opts: LoadOptions) -> u8 {
         );
     }
     notify(&log, &[NotifyState::Status("starting workers")]);
-    let mut engine = match Engine::start(
-        &loaded.config,
-        segments,
-        crate::modules::builtin_registry(),
-        &log,
-    ) {
+    let mut engine = match Engine::start(&loaded.config, segments, registry, &log) {
         Ok(e) => e,
         Err(e) => {
             error!(log, "cannot start the task engine: {}", e);

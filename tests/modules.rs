@@ -1,0 +1,147 @@
+//! A module of one's own: examples/kv_module.rs is built by `cargo test`,
+//! run as a daemon, and called from a client.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chimaera::client::{ClientError, Task};
+use common::Node;
+
+/// The example binary `cargo test` built beside this test.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/modules-<hash> → target/<profile>/examples/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test` builds the examples (run the suite with cargo test)",
+        path.display()
+    );
+    path
+}
+
+fn append(node: &Node, yaml: &str) {
+    let mut text = std::fs::read_to_string(node.config_path()).unwrap();
+    text.push_str(yaml);
+    std::fs::write(node.config_path(), text).unwrap();
+}
+
+#[test]
+fn an_example_module_runs_in_its_own_runtime_and_serves_a_client() {
+    let bin = example("kv_module");
+    let node = Node::new("kvmod");
+    append(
+        &node,
+        "compose:\n  - name: sessions\n    module: kv\n    params:\n      capacity: 2\n",
+    );
+    let err = std::fs::File::create(node.dir.path().join("stderr.kv")).unwrap();
+    let mut child = node
+        .command(bin.to_str().unwrap(), &["run"])
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while node.output(&["status"]).status.code() != Some(0) {
+        assert!(child.try_wait().unwrap().is_none(), "{}", node.log());
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never ready: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = node.client();
+    let pools = client.list_pools().unwrap();
+    let sessions = pools.iter().find(|p| p.name == "sessions").unwrap();
+    assert_eq!(sessions.module, "kv");
+    let call = |method, input: &[u8]| client.call(&Task::new(sessions.id, method, input));
+    // Method numbers of examples/kv_module.rs.
+    let (put, get, delete, count) = (0, 1, 2, 3);
+    assert_eq!(call(put, b"alice\0online").unwrap(), b"");
+    assert_eq!(call(put, b"alice\0away").unwrap(), b"online");
+    assert_eq!(call(get, b"alice").unwrap(), b"away");
+    call(put, b"bob\0online").unwrap();
+    let full = call(put, b"carol\0online").unwrap_err();
+    assert!(
+        full.to_string().contains("the pool is full (2 keys)"),
+        "{full}"
+    );
+    assert_eq!(call(count, &[]).unwrap(), 2u64.to_le_bytes());
+    assert_eq!(call(delete, b"bob").unwrap(), b"online");
+    let missing = call(get, b"bob").unwrap_err();
+    assert!(
+        matches!(&missing, ClientError::Module { message, .. } if message.contains("no key \"bob\"")),
+        "{missing}"
+    );
+    assert!(matches!(
+        call(9, &[]).unwrap_err(),
+        ClientError::Module { .. }
+    ));
+
+    // A second pool from the client, and its params checked by the module.
+    let other = client
+        .create_pool("cache", "kv", r#"{"capacity": 5}"#)
+        .unwrap();
+    assert_ne!(other.id, sessions.id);
+    let bad = client
+        .create_pool("bad", "kv", r#"{"capacity": 0}"#)
+        .unwrap_err();
+    assert!(
+        bad.to_string().contains("capacity must be at least 1"),
+        "{bad}"
+    );
+    let bad = client
+        .create_pool("bad", "kv", r#"{"size": 1}"#)
+        .unwrap_err();
+    assert!(bad.to_string().contains("unknown field `size`"), "{bad}");
+
+    // The stock binary has no `kv`: the same configuration is refused.
+    let stock = node.output(&["run"]);
+    assert_eq!(
+        stock.status.code(),
+        Some(69),
+        "a runtime already runs on these segments"
+    );
+    let out = node.output(&["stop"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let stock = node.output(&["run"]);
+    assert_eq!(stock.status.code(), Some(78), "{stock:?}");
+    assert!(
+        String::from_utf8_lossy(&stock.stderr).contains("no module \"kv\" in this runtime"),
+        "{stock:?}"
+    );
+}
+
+#[test]
+fn a_module_name_may_not_shadow_another() {
+    use chimaera::module::{Container, Module, PoolInfo};
+    use std::sync::Arc;
+    struct Named(&'static str);
+    impl Module for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn create_container(&self, _: &PoolInfo, _: &[u8]) -> Result<Arc<dyn Container>, String> {
+            Err("never made".into())
+        }
+    }
+    let b = chimaera::RuntimeBuilder::new()
+        .module(Named("x"))
+        .module(Named("x"));
+    let err = b.registry().err().expect("refused");
+    assert!(err.contains("taken by another module"), "{err}");
+    let b = chimaera::RuntimeBuilder::new().module(Named("admin"));
+    assert!(b.registry().is_err());
+    let b = chimaera::RuntimeBuilder::new().module(Named("y"));
+    assert!(b.registry().unwrap().get("y").is_some());
+}
