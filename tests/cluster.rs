@@ -581,8 +581,15 @@ fn a_node_restarted_between_heartbeats_fails_what_it_was_running() {
     c.kill(1);
     c.start(1);
     let err = lost.wait_timeout(Duration::from_secs(10)).unwrap_err();
-    assert!(err.to_string().contains("restarted while running the task"), "{err}");
+    assert!(
+        err.to_string().contains("restarted while running the task"),
+        "{err}"
+    );
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
-    assert!(c.nodes[0].log().contains("node 1 (127.0.0.1:"), "{}", c.nodes[0].log());
+    assert!(
+        c.nodes[0].log().contains("node 1 (127.0.0.1:"),
+        "{}",
+        c.nodes[0].log()
+    );
     assert_eq!(c.peer_state(0, 1), "up");
 }

@@ -33,8 +33,6 @@ use crate::wire::{
 pub const NET_WAKER: u32 = u32::MAX;
 /// Heartbeats a peer may miss before it is marked down.
 const MISSED_HEARTBEATS: u64 = 3;
-/// How long the thread polls without sleeping after it had work.
-const SPIN_NS: u64 = 50_000;
 /// How often pending tasks are checked against their deadlines.
 const DEADLINE_SCAN: Duration = Duration::from_millis(5);
 
@@ -294,7 +292,6 @@ impl Transport {
         let mut next_scan = 0u64;
         let mut next_check = 0u64;
         let alone = self.shared.nodes <= 1;
-        let mut busy_until = 0u64;
         let wake_fd = self.shared.wake.as_raw_fd();
         loop {
             let now = coarse_now_ns();
@@ -327,15 +324,10 @@ impl Transport {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
+            // No spinning before the poll: on two cores a spinning network
+            // thread takes the CPU that ZeroMQ's I/O threads and the workers
+            // need (measured: pipelined throughput fell to a fifth).
             if had_notes || got {
-                busy_until = now_ns() + SPIN_NS;
-                continue;
-            }
-            // Just busy: an answer (a reply, a worker's Done) is usually a
-            // few µs away, and a wake-up from poll costs more than that.
-            // Yielding keeps ZeroMQ's I/O threads and the workers running.
-            if now_ns() < busy_until {
-                std::thread::yield_now();
                 continue;
             }
             // Sleep until a socket, a note or the next timer.
