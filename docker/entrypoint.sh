@@ -9,6 +9,11 @@
 #    /dev/shm (docker run --shm-size / compose shm_size). No rule is repeated
 #    here: a bad setting ends the container with the binary's one line per
 #    problem and its exit status (78 bad config, 69 resource missing).
+#    Files named by the configuration are read and checked there too, the
+#    same way whether named in the YAML or by CHI_*: the hostfile
+#    (CHI_HOSTFILE, and which of its lines is this container) and the cluster
+#    key (CHI_CLUSTER_KEY_FILE: at least 32 bytes, owned by this container's
+#    user with mode 0600 or 0400; see docker-compose.yml).
 # 3. The daemon is exec'd, so it is PID 1 and receives `docker stop`'s
 #    SIGTERM directly.
 #

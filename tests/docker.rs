@@ -213,6 +213,98 @@ fn mounted_config_file_is_honoured() {
     c.exec(&["chimaera", "status"]).expect_ok();
 }
 
+/// CHI_CLUSTER_KEY_FILE in the container, as docker-compose.yml's comment
+/// mounts it: a key owned by the image's user with mode 0600, read-only at
+/// /run/secrets, passes the entrypoint's check and authenticates the frames
+/// (status says so) without the key appearing in the logs; the same key
+/// readable by others stops the container at the check, exit 78, naming it.
+#[test]
+fn cluster_key_file_is_checked_and_used_in_container() {
+    if skip_without_docker("cluster_key_file_is_checked_and_used_in_container") {
+        return;
+    }
+    let image = deploy::image();
+    let uid = run(120, &["docker", "run", "--rm", image, "id", "-u"]).expect_ok();
+    let uid = uid.stdout.trim().to_string();
+    let dir = tempfile::tempdir_in(deploy::work_dir()).unwrap();
+    run(10, &["chmod", "0755", dir.path().to_str().unwrap()]).expect_ok();
+    let key_hex = "5eed".repeat(16);
+    for (name, mode) in [("good.key", "0600"), ("open.key", "0644")] {
+        fs::write(dir.path().join(name), format!("{key_hex}\n")).unwrap();
+        // Owned by the container's user whatever the user running the tests:
+        // chown'd by a root container on the same bind mount.
+        let script = format!("chown {uid} /k/{name} && chmod {mode} /k/{name}");
+        let mount = format!("{}:/k", dir.path().display());
+        run(
+            120,
+            &[
+                "docker", "run", "--rm", "-u", "0", "-v", &mount, image, "sh", "-c", &script,
+            ],
+        )
+        .expect_ok();
+    }
+    let secret = "/run/secrets/chimaera_cluster_key";
+    let env = format!("CHI_CLUSTER_KEY_FILE={secret}");
+    let small = [
+        "-e",
+        "CHI_MAIN_SEGMENT_SIZE=32M",
+        "-e",
+        "CHI_CLIENT_DATA_SEGMENT_SIZE=16M",
+        "-e",
+        "CHI_RUNTIME_DATA_SEGMENT_SIZE=16M",
+        "-e",
+        "CHI_SHM_SIZE=64M",
+        "-e",
+        "CHI_SCHED_WORKERS=2",
+    ];
+
+    let good = format!("{}:{secret}:ro", dir.path().join("good.key").display());
+    let mut args = vec!["--shm-size=128m", "-v", &good, "-e", &env];
+    args.extend_from_slice(&small);
+    args.push(image);
+    let c = Container::start("key", &args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let v: serde_json::Value = loop {
+        let r = c.exec(&["chimaera", "status", "--json"]);
+        if r.ok() {
+            break serde_json::from_str(&r.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline && c.inspect("{{.State.Status}}") == "running",
+            "{}\nlogs:\n{}",
+            r.describe(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(v["cluster"]["authenticated"], true, "{v}\n{}", c.logs());
+    assert_eq!(v["peers"], serde_json::json!([]), "{v}");
+    let shown = c.exec(&["chimaera", "config", "show"]).expect_ok().stdout;
+    assert!(shown.contains(secret), "{shown}");
+    let logs = c.logs();
+    assert!(
+        !logs.contains(&key_hex) && !shown.contains(&key_hex),
+        "the key is in the logs or config show:\n{logs}"
+    );
+
+    let open = format!("{}:{secret}:ro", dir.path().join("open.key").display());
+    let mut args = vec!["--shm-size=128m", "-v", &open, "-e", &env];
+    args.extend_from_slice(&small);
+    args.push(image);
+    let c = Container::start("openkey", &args);
+    let code = c.wait_exit(Duration::from_secs(60));
+    let logs = c.logs();
+    assert_eq!(code, 78, "{logs}");
+    assert!(
+        logs.contains("network.cluster_key_file") && logs.contains(secret),
+        "docker logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("ready"),
+        "the daemon must not start:\n{logs}"
+    );
+}
+
 /// Which compose command this machine has: the v2 plugin or v1's docker-compose.
 fn compose_command() -> Vec<&'static str> {
     if deploy::have(&["docker", "compose", "version"]) {
@@ -283,7 +375,10 @@ impl Drop for Project {
 }
 
 /// `docker compose up -d` brings three healthy nodes on their static
-/// addresses with published ports; `docker compose down` removes them.
+/// addresses with published ports, which ping each other through their
+/// runtimes, see each other up, and see a stopped node down and back (see
+/// `cluster_pings_peers_and_marks_a_stopped_node_down`); `docker compose
+/// down` removes them.
 #[test]
 fn compose_cluster_of_three_healthy_nodes() {
     if skip_without_docker("compose_cluster_of_three_healthy_nodes") {
@@ -392,6 +487,10 @@ fn compose_cluster_of_three_healthy_nodes() {
     let ps = project.run(120, &["ps"]).expect_ok();
     assert_eq!(ps.stdout.matches("(healthy)").count(), 3, "{}", ps.stdout);
 
+    // The cluster transport across the containers, on the cluster that is
+    // already up: bringing it up is the slow part.
+    cluster_pings_peers_and_marks_a_stopped_node_down(&nodes, &net);
+
     let down = project
         .run(300, &["down", "--volumes", "--timeout", "30"])
         .expect_ok();
@@ -432,6 +531,321 @@ fn compose_cluster_of_three_healthy_nodes() {
         "volumes left after down --volumes: {}",
         vols.stdout
     );
+}
+
+/// The compose file's heartbeat interval (CHI_HEARTBEAT_INTERVAL), ms.
+const HEARTBEAT_MS: u64 = 1000;
+/// How long the peers of a freshly started node may take to be "up": a few
+/// heartbeats once both daemons listen.
+const PEERS_UP_WITHIN: Duration = Duration::from_secs(30);
+
+/// `docker logs --tail` and `chimaera status` of every node, for failures.
+fn cluster_diagnostics(nodes: &[String]) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        let state = run(30, &["docker", "inspect", "-f", "{{.State.Status}}", node]);
+        let status = run(30, &["docker", "exec", node, "chimaera", "status"]);
+        let logs = run(30, &["docker", "logs", "--tail", "60", node]);
+        out += &format!(
+            "\n===== {node} ({})\n--- chimaera status\n{}{}--- docker logs --tail 60\n{}{}",
+            state.stdout.trim(),
+            status.stdout,
+            status.stderr,
+            logs.stdout,
+            logs.stderr
+        );
+    }
+    out
+}
+
+/// `docker exec <node> chimaera <args…>`, with a time limit.
+fn chimaera_in(node: &str, limit: u64, args: &[&str]) -> deploy::Run {
+    let mut all = vec!["docker", "exec", node, "chimaera"];
+    all.extend_from_slice(args);
+    run(limit, &all)
+}
+
+/// `chimaera status --json` of a running node.
+fn status_json(nodes: &[String], node: &str) -> serde_json::Value {
+    let r = chimaera_in(node, 60, &["status", "--json"]);
+    if !r.ok() {
+        panic!("{}\n{}", r.describe(), cluster_diagnostics(nodes));
+    }
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("status --json of {node} is not JSON ({e}):\n{}", r.stdout))
+}
+
+/// Runs `chimaera ping --all -n <count> --json` in `node` until it exits 0
+/// with every one of `expect` nodes ok (peers are "up" only once they answered
+/// a heartbeat), at most `within`; returns its output and how long it took.
+fn wait_ping_all_ok(
+    nodes: &[String],
+    node: &str,
+    count: u32,
+    expect: usize,
+    within: Duration,
+) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
+    let count_s = count.to_string();
+    loop {
+        let r = chimaera_in(node, 60, &["ping", "--all", "-n", &count_s, "--json"]);
+        let v: Option<serde_json::Value> = serde_json::from_str(&r.stdout).ok();
+        if let Some(v) = &v
+            && r.ok()
+        {
+            let all = v["nodes"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|n| n["ok"] == true).count());
+            assert_eq!(
+                all, expect,
+                "ping --all exited 0 without {expect} nodes ok: {}",
+                r.stdout
+            );
+            return (v.clone(), start.elapsed());
+        }
+        // Exit 69 with JSON is "some node did not answer (yet)", exit 3 "this
+        // node's runtime is not (yet) running" (a container just started);
+        // anything else is wrong at once.
+        let retry = (v.is_some() && r.status == Some(69)) || r.status == Some(3);
+        if !retry || start.elapsed() > within {
+            panic!(
+                "`chimaera ping --all` in {node} did not reach all {expect} nodes within {within:?} (after {:.1}s):\n{}\n{}",
+                start.elapsed().as_secs_f64(),
+                r.describe(),
+                cluster_diagnostics(nodes)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The peers of `status --json`: every other node, each "up", in both the
+/// `peers` array and `cluster.peers`; and the rest of `cluster`.
+fn assert_peers_up(nodes: &[String], net: &str, i: usize, v: &serde_json::Value) {
+    let ctx = || format!("{}: {v}\n{}", nodes[i], cluster_diagnostics(nodes));
+    let c = &v["cluster"];
+    assert_eq!(c["node_id"], i, "{}", ctx());
+    assert_eq!(c["nodes"], nodes.len(), "{}", ctx());
+    assert_eq!(c["authenticated"], false, "{}", ctx());
+    assert_eq!(c["heartbeat_interval_ms"], HEARTBEAT_MS, "{}", ctx());
+    assert_eq!(v["peers"], c["peers"], "{}", ctx());
+    let peers = v["peers"].as_array().unwrap_or_else(|| panic!("{}", ctx()));
+    let ids: Vec<u64> = peers.iter().filter_map(|p| p["node"].as_u64()).collect();
+    let others: Vec<u64> = (0..nodes.len() as u64).filter(|&j| j != i as u64).collect();
+    assert_eq!(ids, others, "the peers are every other node: {}", ctx());
+    for p in peers {
+        let j = p["node"].as_u64().unwrap();
+        assert_eq!(p["addr"], format!("{net}.0.{}:5555", 10 + j), "{}", ctx());
+        assert_eq!(p["state"], "up", "{}", ctx());
+        let ago = p["last_heard_ms_ago"].as_u64().unwrap_or(u64::MAX);
+        assert!(ago < 3 * HEARTBEAT_MS, "last heard {ago} ms ago: {}", ctx());
+        assert!(p["rtt_us"].as_f64().unwrap_or(0.0) > 0.0, "{}", ctx());
+    }
+    assert!(
+        c["counters"]["frames_in"].as_u64().unwrap_or(0) > 0
+            && c["counters"]["frames_out"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        ctx()
+    );
+}
+
+/// Once the three containers are healthy: `ping --all` reaches the three
+/// nodes from each container (waiting until peers are up), `status` in each
+/// lists the two others up and counts the tasks it ran for the others; a
+/// `docker stop`ped node fails pings with "node unavailable" within about 3
+/// heartbeats, and answers again once started.
+fn cluster_pings_peers_and_marks_a_stopped_node_down(nodes: &[String], net: &str) {
+    let n = nodes.len();
+    // (a) ping --all from the first container, waiting for its peers.
+    const COUNT: u32 = 3;
+    let (v, took) = wait_ping_all_ok(nodes, &nodes[0], COUNT, n, PEERS_UP_WITHIN);
+    eprintln!(
+        "ping --all from {}: all {n} nodes answered after {:.1}s: {v}",
+        nodes[0],
+        took.as_secs_f64()
+    );
+    assert_eq!(v["count"], COUNT, "{v}");
+    let replies = v["nodes"].as_array().unwrap();
+    for (j, r) in replies.iter().enumerate() {
+        assert_eq!(r["node"], j, "{v}");
+        let rtts = r["rtt_ns"].as_array().unwrap();
+        assert_eq!(rtts.len(), COUNT as usize, "{v}");
+        assert!(rtts.iter().all(|t| t.as_u64().unwrap() > 0), "{v}");
+        let (min, p50, max) = (
+            r["min_ns"].as_u64().unwrap(),
+            r["p50_ns"].as_u64().unwrap(),
+            r["max_ns"].as_u64().unwrap(),
+        );
+        assert!(min <= p50 && p50 <= max, "{v}");
+    }
+    // The same from the two other containers, in text.
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        wait_ping_all_ok(nodes, node, 1, n, PEERS_UP_WITHIN);
+        let r = chimaera_in(node, 60, &["ping", "--all"]);
+        assert!(r.ok(), "{}\n{}", r.describe(), cluster_diagnostics(nodes));
+        for j in 0..n {
+            assert!(
+                r.stdout.contains(&format!("node {j}: 1 ping(s), min ")),
+                "ping --all in {node} (node {i}):\n{}",
+                r.stdout
+            );
+        }
+    }
+
+    // (b) Each node lists the two others up; the pings above were served by
+    // the remote nodes themselves (their tasks_served counters).
+    for (i, node) in nodes.iter().enumerate() {
+        let deadline = Instant::now() + PEERS_UP_WITHIN;
+        let v = loop {
+            let v = status_json(nodes, node);
+            let up = v["peers"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|p| p["state"] == "up").count());
+            if up == n - 1 || Instant::now() > deadline {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        assert_peers_up(nodes, net, i, &v);
+        let counters = &v["cluster"]["counters"];
+        // Node 0 sent COUNT pings to each other node, the others one
+        // `--all -n 1` (at least; the wait may have retried) to each other.
+        let served = counters["tasks_served"].as_u64().unwrap_or(0);
+        let forwarded = counters["tasks_forwarded"].as_u64().unwrap_or(0);
+        let expect_served = if i == 0 { 2 } else { COUNT as u64 + 1 };
+        assert!(
+            served >= expect_served && forwarded >= 2,
+            "{node}: tasks_served {served} (expected >= {expect_served}), tasks_forwarded {forwarded}: {v}"
+        );
+        // The text status has a line per peer.
+        let text = chimaera_in(node, 60, &["status"]);
+        assert!(text.ok(), "{}", text.describe());
+        assert!(
+            text.stdout
+                .contains("cluster of 3 nodes, frames not authenticated"),
+            "{}",
+            text.stdout
+        );
+        for j in (0..n).filter(|&j| j != i) {
+            let line = format!("node {j} {net}.0.{}:5555: up, heard ", 10 + j);
+            assert!(
+                text.stdout.contains(&line),
+                "no `{line}` in:\n{}",
+                text.stdout
+            );
+        }
+    }
+
+    // (c) Stop the last node: pings to it from the first fail with "node
+    // unavailable" (at once when the connection is known gone, else when it
+    // is marked down), and it is marked down within 3 heartbeats (plus the
+    // time of `docker exec`).
+    let (down_id, down) = (n - 1, &nodes[n - 1]);
+    let stop = run(60, &["docker", "stop", "--time", "30", down]);
+    if !stop.ok() {
+        panic!("{}\n{}", stop.describe(), cluster_diagnostics(nodes));
+    }
+    let stopped = Instant::now();
+    let within = Duration::from_millis(3 * HEARTBEAT_MS) + Duration::from_secs(4);
+    let down_s = down_id.to_string();
+    let unavailable = format!("node {down_id}: node unavailable: ");
+    let r = loop {
+        let r = chimaera_in(&nodes[0], 30, &["ping", "--node", &down_s]);
+        if r.status == Some(69) && r.stdout.contains(&unavailable) {
+            break r;
+        }
+        // Until then a ping may still succeed (the node answered a moment
+        // ago); any other failure is wrong.
+        if !r.ok() || stopped.elapsed() > within {
+            panic!(
+                "ping --node {down_id} from {} did not fail with \"node unavailable\" within {within:?} of `docker stop` ({:.1}s):\n{}\n{}",
+                nodes[0],
+                stopped.elapsed().as_secs_f64(),
+                r.describe(),
+                cluster_diagnostics(nodes)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "{down} stopped: ping --node {down_id} failed {:.2}s after `docker stop` returned: {}",
+        stopped.elapsed().as_secs_f64(),
+        r.stdout.trim()
+    );
+    let s = loop {
+        let s = status_json(nodes, &nodes[0]);
+        if s["peers"][down_id - 1]["state"] == "down" {
+            break s;
+        }
+        if stopped.elapsed() > within {
+            panic!(
+                "{} does not see node {down_id} down {:.1}s after `docker stop`: {s}\n{}",
+                nodes[0],
+                stopped.elapsed().as_secs_f64(),
+                cluster_diagnostics(nodes)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "{down} marked down by {} {:.2}s after `docker stop` returned: {}",
+        nodes[0],
+        stopped.elapsed().as_secs_f64(),
+        s["peers"][down_id - 1]
+    );
+    let r = chimaera_in(&nodes[0], 30, &["ping", "--node", &down_s]);
+    assert_eq!(r.status, Some(69), "{}", r.describe());
+    assert!(
+        r.stdout.starts_with(&format!(
+            "node {down_id}: node unavailable: node {down_id} ({net}.0.{}:5555) is down, last heard ",
+            10 + down_id
+        )),
+        "{}",
+        r.describe()
+    );
+    // ping --all: the others still answer, the stopped one does not, exit 69.
+    let r = chimaera_in(&nodes[0], 30, &["ping", "--all", "--json"]);
+    assert_eq!(r.status, Some(69), "{}", r.describe());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    for (j, reply) in v["nodes"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(reply["ok"], j != down_id, "{v}");
+    }
+    let err = v["nodes"][down_id]["error"].as_str().unwrap_or("");
+    assert!(err.starts_with("node unavailable: "), "{v}");
+
+    // Started again, it is reached again, and reaches the others.
+    let start = run(60, &["docker", "start", down]);
+    if !start.ok() {
+        panic!("{}\n{}", start.describe(), cluster_diagnostics(nodes));
+    }
+    let restart_within = Duration::from_secs(60);
+    let (_, back) = wait_ping_all_ok(nodes, &nodes[0], 1, n, restart_within);
+    let (_, from_it) = wait_ping_all_ok(nodes, down, 1, n, restart_within);
+    eprintln!(
+        "{down} started again: ping --all ok from {} after {:.1}s, from {down} after {:.1}s more",
+        nodes[0],
+        back.as_secs_f64(),
+        from_it.as_secs_f64()
+    );
+    // The first node logged both (the line may follow the state by a moment).
+    let (missed, again) = (
+        format!("node {down_id} ({net}.0.{}:5555) missed", 10 + down_id),
+        format!("node {down_id} ({net}.0.{}:5555) is up again", 10 + down_id),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = run(30, &["docker", "logs", &nodes[0]]);
+        let logs = format!("{}{}", logs.stdout, logs.stderr);
+        if logs.contains(&missed) && logs.contains(&again) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} logged no `{missed}` and `{again}`:\n{logs}",
+            nodes[0]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The .deb in a fresh container of the base image: apt installs it with its

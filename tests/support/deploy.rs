@@ -161,6 +161,9 @@ pub fn lock(name: &str) -> Lock {
 /// Builds the .deb with `cargo deb` (release build + packaging) once per test
 /// process and returns its path. `cargo deb` is incremental: when nothing
 /// changed it only repackages, so the package always matches the sources.
+/// Each test process has its own output directory (`deb-<pid>`): another
+/// test binary running at the same time rebuilds into its own, instead of
+/// deleting the package this one is about to copy or mount.
 pub fn deb() -> PathBuf {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
@@ -171,7 +174,8 @@ pub fn deb() -> PathBuf {
             "install it with `cargo install cargo-deb --locked`",
         );
         let _guard = lock("cargo-deb");
-        let out_dir = work_dir().join("deb");
+        remove_stale_deb_dirs();
+        let out_dir = work_dir().join(format!("deb-{}", std::process::id()));
         let _ = fs::remove_dir_all(&out_dir);
         fs::create_dir_all(&out_dir).unwrap();
         eprintln!("deploy tests: building the .deb (cargo deb; a release build can take minutes)");
@@ -201,6 +205,22 @@ pub fn deb() -> PathBuf {
         path
     })
     .clone()
+}
+
+/// Removes the `deb-<pid>` directories of test processes that are gone.
+fn remove_stale_deb_dirs() {
+    let Ok(entries) = fs::read_dir(work_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("deb-"))
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !pid_alive(pid)
+        {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// `Some(reason)` when no Docker engine answers: those tests then print the
