@@ -609,23 +609,23 @@ enum PingTarget {
     All,
 }
 
-/// `count` round trips of an admin ping (to `node`, or here); the error
-/// ends the series.
-fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
-    let found = match locate(opts, exit::UNAVAILABLE) {
-        Ok((_, f)) => f,
-        Err(code) => return code,
-    };
+/// A client of the running runtime, or the exit code that says why not.
+fn connect_running(opts: &LoadOptions) -> Result<Client, u8> {
+    let (_, found) = locate(opts, exit::UNAVAILABLE)?;
     let Found::Running { path, disc, .. } = found else {
         eprintln!("chimaera: {}", not_running_message(&found));
-        return exit::NOT_RUNNING;
+        return Err(exit::NOT_RUNNING);
     };
-    let client = match Client::connect_discovery(path, disc) {
+    Client::connect_discovery(path, disc).map_err(|e| {
+        eprintln!("chimaera: {e}");
+        exit::UNAVAILABLE
+    })
+}
+
+fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
+    let client = match connect_running(opts) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("chimaera: {e}");
-            return exit::UNAVAILABLE;
-        }
+        Err(code) => return code,
     };
     let result = match cmd {
         PoolCommand::List { json } => client.list_pools().map(|pools| {
@@ -664,6 +664,8 @@ fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
     }
 }
 
+/// `count` round trips of an admin ping (to `node`, or here); the error
+/// ends the series.
 fn ping_series(client: &Client, node: Option<u32>, count: u32) -> Result<Vec<u64>, String> {
     (0..count)
         .map(|_| {
@@ -688,20 +690,9 @@ fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
 }
 
 fn ping(opts: &LoadOptions, count: u32, target: PingTarget, json: bool) -> u8 {
-    let found = match locate(opts, exit::UNAVAILABLE) {
-        Ok((_, f)) => f,
-        Err(code) => return code,
-    };
-    let Found::Running { path, disc, .. } = found else {
-        eprintln!("chimaera: {}", not_running_message(&found));
-        return exit::NOT_RUNNING;
-    };
-    let client = match Client::connect_discovery(path, disc) {
+    let client = match connect_running(opts) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("chimaera: {e}");
-            return exit::UNAVAILABLE;
-        }
+        Err(code) => return code,
     };
     let nodes: Vec<u32> = match target {
         PingTarget::Local => {

@@ -614,6 +614,12 @@ impl Transport {
         }
     }
 
+    /// A wire task id (or broadcast id) never used before by this node.
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
     /// A local client's task with a remote route: send it on (or fail it).
     fn forward(&mut self, idx: u32, now: u64) {
         let core = self.core.clone();
@@ -632,8 +638,7 @@ impl Transport {
         let input = core.input_of(rec);
         match self.shared.decide(route) {
             super::Decision::Remote(node) => {
-                let id = self.next_id;
-                self.next_id += 1;
+                let id = self.fresh_id();
                 match self.send_task(id, node, pool, method, route, deadline, now, input) {
                     Ok(()) => {
                         self.pending.insert(
@@ -655,8 +660,7 @@ impl Transport {
                 }
             }
             super::Decision::Broadcast => {
-                let bid = self.next_id;
-                self.next_id += 1;
+                let bid = self.fresh_id();
                 let n = self.shared.nodes as usize;
                 let b = Broadcast {
                     idx,
@@ -684,8 +688,7 @@ impl Transport {
                         ));
                         continue;
                     }
-                    let id = self.next_id;
-                    self.next_id += 1;
+                    let id = self.fresh_id();
                     match self.send_task(id, node, pool, method, route, deadline, now, input) {
                         Ok(()) => {
                             self.pending.insert(
