@@ -79,6 +79,10 @@ fn raw_zmq(
     let server_ctx = zmq::Context::new();
     let router = server_ctx.socket(zmq::ROUTER).map_err(zerr)?;
     router.set_linger(0).map_err(zerr)?;
+    // Both sides as the transport sets them: a ROUTER drops what does not
+    // fit under its high-water mark, which a window over 1000 would hit.
+    router.set_sndhwm(100_000).map_err(zerr)?;
+    router.set_rcvhwm(100_000).map_err(zerr)?;
     router
         .bind(&format!("tcp://127.0.0.1:{port}"))
         .map_err(zerr)?;
@@ -100,6 +104,8 @@ fn raw_zmq(
     let ctx = zmq::Context::new();
     let dealer = ctx.socket(zmq::DEALER).map_err(zerr)?;
     dealer.set_linger(0).map_err(zerr)?;
+    dealer.set_sndhwm(100_000).map_err(zerr)?;
+    dealer.set_rcvhwm(100_000).map_err(zerr)?;
     dealer
         .connect(&format!("tcp://127.0.0.1:{port}"))
         .map_err(zerr)?;
@@ -148,7 +154,7 @@ fn raw_zmq(
 
 pub fn remote() -> Result<RemoteReport, String> {
     let samples = 20_000;
-    let window = 256;
+    let window = 1024;
     let (req_len, rep_len) = frame_sizes();
 
     let (mut raw, raw_rate) = raw_zmq(samples, window, Duration::from_secs(2), req_len, rep_len)?;
