@@ -269,6 +269,35 @@ impl RuntimeCore {
         }
     }
 
+    /// Fills a record the runtime allocated for itself (a subtask, a peer's
+    /// task), its input in the runtime data segment. Without room, the
+    /// record is given back and the error says what to raise.
+    pub(crate) fn fill_runtime_record(
+        &self,
+        idx: u32,
+        pool: u32,
+        method: u32,
+        input: &[u8],
+    ) -> Result<(), String> {
+        let rec = self.view.records.get(idx);
+        fill_record(
+            self.view.header,
+            &self.runtime_arena,
+            rec,
+            pool,
+            method,
+            input,
+            record::RUNTIME_OWNER,
+            FLAG_IN_RUNTIME_ARENA,
+        )
+        .map_err(|len| {
+            self.release(idx, REF_CLIENT);
+            format!(
+                "the runtime data segment has no room for {len} bytes of task input: raise memory.runtime_data_segment_size"
+            )
+        })
+    }
+
     /// Submits a task from inside a running task (a subtask). A full lane or
     /// an exhausted pool makes the caller yield, never block its worker.
     pub(crate) fn submit_internal(
@@ -286,23 +315,9 @@ impl RuntimeCore {
             }
             yielder.suspend(Suspend::Yield);
         };
+        self.fill_runtime_record(idx, pool, method, input)
+            .map_err(TaskError::Failed)?;
         let rec = self.view.records.get(idx);
-        let filled = fill_record(
-            self.view.header,
-            &self.runtime_arena,
-            rec,
-            pool,
-            method,
-            input,
-            record::RUNTIME_OWNER,
-            FLAG_IN_RUNTIME_ARENA,
-        );
-        if let Err(len) = filled {
-            self.release(idx, REF_CLIENT);
-            return Err(TaskError::Failed(format!(
-                "the runtime data segment has no room for {len} bytes of subtask input: raise memory.runtime_data_segment_size"
-            )));
-        }
         rec.waker.store(worker + 1, Ordering::Relaxed);
         let lanes = self.view.lanes.len() as u32;
         let lane = if local {

@@ -21,7 +21,7 @@ use super::zap::{self, Allowlist, Zap};
 use super::{NetError, NetShared, NodeReply, Note, PEER_DOWN, PEER_UP};
 use crate::config::hostfile::HostEntry;
 use crate::engine::record::{self, REF_CLIENT, REF_RUNTIME, status};
-use crate::engine::runtime::{FLAG_IN_RUNTIME_ARENA, RuntimeCore, fill_record};
+use crate::engine::runtime::RuntimeCore;
 use crate::engine::sync::{coarse_now_ns, now_ns};
 use crate::wire::{
     self, ClusterKey, DecodeError, Frame, Header, HeaderFields, Kind, MAX_FRAME, Replay,
@@ -782,25 +782,9 @@ impl Transport {
                 "every task record of the node is in use: raise memory.main_segment_size".into(),
             ));
         };
+        core.fill_runtime_record(idx, pool, method, input)
+            .map_err(|e| (status::MODULE_ERROR, e))?;
         let rec = core.view.records.get(idx);
-        if let Err(len) = fill_record(
-            core.view.header,
-            &core.runtime_arena,
-            rec,
-            pool,
-            method,
-            input,
-            record::RUNTIME_OWNER,
-            FLAG_IN_RUNTIME_ARENA,
-        ) {
-            core.release(idx, REF_CLIENT);
-            return Err((
-                status::MODULE_ERROR,
-                format!(
-                    "no room for {len} bytes of input in the node's runtime data segment: raise memory.runtime_data_segment_size"
-                ),
-            ));
-        }
         let own = rec.deadline_ns.load(Ordering::Relaxed);
         rec.deadline_ns.store(own.min(deadline), Ordering::Relaxed);
         rec.waker.store(NET_WAKER, Ordering::Relaxed);
