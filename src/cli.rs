@@ -59,8 +59,11 @@ enum Command {
         #[arg(long, value_name = "N", conflicts_with = "all")]
         node: Option<u32>,
         /// Ping every node of the hostfile, one after another.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "broadcast")]
         all: bool,
+        /// One broadcast ping to every node at once, answered by all of them.
+        #[arg(long, conflicts_with = "node")]
+        broadcast: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -257,12 +260,14 @@ pub fn main_with_registry(
             count,
             node,
             all,
+            broadcast,
             json,
         } => {
-            let target = match (node, all) {
-                (Some(n), _) => PingTarget::Node(n),
-                (None, true) => PingTarget::All,
-                (None, false) => PingTarget::Local,
+            let target = match (node, all, broadcast) {
+                (Some(n), _, _) => PingTarget::Node(n),
+                (None, true, _) => PingTarget::All,
+                (None, false, true) => PingTarget::Broadcast,
+                (None, false, false) => PingTarget::Local,
             };
             ping(&opts(Vec::new()), count.max(1), target, json)
         }
@@ -607,6 +612,7 @@ enum PingTarget {
     Local,
     Node(u32),
     All,
+    Broadcast,
 }
 
 /// A client of the running runtime, or the exit code that says why not.
@@ -661,6 +667,64 @@ fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
             // The runtime answered: the request itself was refused.
             exit::FAILURE
         }
+    }
+}
+
+/// `count` broadcast pings: each round trip lasts until every node
+/// answered (or was found unavailable); exit 0 only if all answered, every time.
+fn ping_broadcast(client: &Client, count: u32, json: bool) -> u8 {
+    let ping = crate::client::Task::new(
+        crate::modules::admin::POOL_ID,
+        crate::modules::admin::method::PING,
+        &[],
+    );
+    let mut rtts = Vec::with_capacity(count as usize);
+    let mut failures: Vec<(u32, String)> = Vec::new();
+    let mut nodes = 0;
+    for _ in 0..count {
+        let t = Instant::now();
+        let replies = match client.broadcast(&ping) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("chimaera: broadcast ping failed: {e}");
+                return exit::UNAVAILABLE;
+            }
+        };
+        rtts.push(t.elapsed().as_nanos() as u64);
+        nodes = replies.len();
+        for r in replies.into_iter().filter(|r| r.status != 0) {
+            let why = String::from_utf8_lossy(&r.output).into_owned();
+            if !failures.iter().any(|(n, _)| *n == r.node) {
+                failures.push((r.node, why));
+            }
+        }
+    }
+    let (min, p50, max) = rtt_summary(&rtts);
+    if json {
+        let failed: Vec<_> = failures
+            .iter()
+            .map(|(n, e)| serde_json::json!({"node": n, "error": e}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"count": count, "nodes": nodes, "ok": failures.is_empty(),
+                "failed": failed, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max})
+        );
+    } else {
+        println!(
+            "broadcast to {nodes} node(s): {count} ping(s), min {:.1} us, median {:.1} us, max {:.1} us",
+            min as f64 / 1e3,
+            p50 as f64 / 1e3,
+            max as f64 / 1e3
+        );
+        for (n, e) in &failures {
+            println!("node {n}: {e}");
+        }
+    }
+    if failures.is_empty() {
+        exit::OK
+    } else {
+        exit::UNAVAILABLE
     }
 }
 
@@ -725,6 +789,7 @@ fn ping(opts: &LoadOptions, count: u32, target: PingTarget, json: bool) -> u8 {
                 }
             };
         }
+        PingTarget::Broadcast => return ping_broadcast(&client, count, json),
         PingTarget::Node(n) => vec![n],
         PingTarget::All => match client.stats() {
             Ok(s) => (0..s.cluster.map_or(1, |c| c.nodes)).collect(),

@@ -235,6 +235,12 @@ fn direct_hash_and_broadcast_tasks_run_where_they_are_routed() {
     for n in 0..3 {
         assert!(text.contains(&format!("node {n}: 3 ping(s)")), "{text}");
     }
+    let out = c.nodes[1].output(&["ping", "--broadcast", "-n", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("broadcast to 3 node(s): 3 ping(s)"),
+        "{out:?}"
+    );
     let out = c.nodes[0].output(&["ping", "--node", "1", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["nodes"][0]["node"], 1);
@@ -314,6 +320,15 @@ fn a_killed_node_is_marked_down_fails_fast_and_rejoins_when_restarted() {
         "a down node makes ping --all fail"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("node 2: node unavailable"));
+    let out = c.nodes[1].output(&["ping", "--broadcast", "--json"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["nodes"].as_u64(), v["ok"].as_bool()),
+        (Some(3), Some(false)),
+        "{v}"
+    );
+    assert_eq!(v["failed"][0]["node"], 2, "{v}");
 
     // Restarted, it rejoins and serves.
     c.start(2);

@@ -692,6 +692,15 @@ fn cluster_pings_peers_and_marks_a_stopped_node_down(nodes: &[String], net: &str
         }
     }
 
+    // One broadcast ping from the second container (which has seen every
+    // peer answer by now) reaches all three at once.
+    let r = chimaera_in(&nodes[1], 60, &["ping", "--broadcast", "-n", "3", "--json"]);
+    assert!(r.ok(), "{}\n{}", r.describe(), cluster_diagnostics(nodes));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["nodes"].as_u64(), Some(n as u64), "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["rtt_ns"].as_array().map(Vec::len), Some(3), "{v}");
+
     // (b) Each node lists the two others up; the pings above were served by
     // the remote nodes themselves (their tasks_served counters).
     for (i, node) in nodes.iter().enumerate() {
