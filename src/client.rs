@@ -494,6 +494,8 @@ impl Client {
         if view.is_stopping() {
             return Err(ClientError::Stopping);
         }
+        crate::engine::runtime::check_payload_len(task.input.len(), "input")
+            .map_err(ClientError::Other)?;
         let mut backoff = Backoff::new();
         let idx = loop {
             if let Some(i) = view.records.alloc(inner.owner) {

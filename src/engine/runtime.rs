@@ -128,6 +128,7 @@ impl RuntimeCore {
     }
 
     pub(crate) fn set_output(&self, rec: &TaskRecord, bytes: &[u8]) -> Result<(), TaskError> {
+        check_payload_len(bytes.len(), "output").map_err(TaskError::Failed)?;
         let old = rec.out_offset.swap(INLINE, Ordering::Relaxed);
         if old != INLINE {
             let _ = self.runtime_arena.free(old);
@@ -279,6 +280,10 @@ impl RuntimeCore {
         method: u32,
         input: &[u8],
     ) -> Result<(), String> {
+        if let Err(e) = check_payload_len(input.len(), "input") {
+            self.release(idx, REF_CLIENT);
+            return Err(e);
+        }
         let rec = self.view.records.get(idx);
         fill_record(
             self.view.header,
@@ -400,6 +405,17 @@ pub fn free_payloads(client_arena: &Arena, runtime_arena: &Arena, rec: &TaskReco
     }
 }
 
+/// Records carry payload lengths in 32 bits: a longer one is refused, not
+/// cut short.
+pub fn check_payload_len(len: usize, what: &str) -> Result<(), String> {
+    if u32::try_from(len).is_err() {
+        return Err(format!(
+            "a task's {what} is at most 4 GiB - 1 bytes; this one has {len}: split it into several tasks"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes a task into an allocated, unpublished record: header, deadline
 /// and input (inline when small, else a block of `arena` owned by `owner`).
 /// The error is the input length that found no room. Clients and the
@@ -415,6 +431,10 @@ pub fn fill_record(
     owner: u32,
     flags: u32,
 ) -> Result<(), usize> {
+    debug_assert!(
+        check_payload_len(input.len(), "input").is_ok(),
+        "callers check the length"
+    );
     rec.pool_id.store(pool, Ordering::Relaxed);
     rec.method.store(method, Ordering::Relaxed);
     rec.flags.store(flags, Ordering::Relaxed);
@@ -1008,5 +1028,20 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
             left.len()
         );
         *since = now;
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::check_payload_len;
+
+    #[test]
+    fn payloads_over_32_bits_are_refused_not_cut() {
+        assert!(check_payload_len(u32::MAX as usize, "input").is_ok());
+        let e = check_payload_len(u32::MAX as usize + 1, "output").unwrap_err();
+        assert!(
+            e.contains("output is at most 4 GiB") && e.contains("4294967296"),
+            "{e}"
+        );
     }
 }
