@@ -184,77 +184,50 @@ pub fn main_with_registry(
             config_check(&o)
         }
         Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
-        Command::Bench(BenchCommand::Local { json }) => match crate::bench::local() {
-            Ok(r) => {
-                if json {
-                    println!("{}", serde_json::to_string(&r).expect("serializable"));
-                } else {
-                    println!(
-                        "rtt p50 {} ns p99 {} ns | floor p50 {} ns ({:.2}x) | async {:.0} tasks/s | {} clients {:.0} tasks/s",
-                        r.rtt_p50_ns,
-                        r.rtt_p99_ns,
-                        r.floor_rtt_ns,
-                        r.rtt_over_floor,
-                        r.async_tasks_per_s,
-                        r.clients,
-                        r.multi_client_tasks_per_s
-                    );
-                }
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("chimaera: bench failed: {e}");
-                exit::SOFTWARE
-            }
-        },
-        Command::Bench(BenchCommand::Remote { json }) => match crate::bench::remote::remote() {
-            Ok(r) => {
-                if json {
-                    println!("{}", serde_json::to_string(&r).expect("serializable"));
-                } else {
-                    println!(
-                        "remote rtt p50 {} ns p99 {} ns | raw zmq p50 {} ns ({:.2}x) | {:.0} tasks/s vs raw {:.0} msgs/s ({:.2}x)",
-                        r.rtt_p50_ns,
-                        r.rtt_p99_ns,
-                        r.raw_zmq_rtt_p50_ns,
-                        r.rtt_over_raw,
-                        r.tasks_per_s,
-                        r.raw_zmq_msgs_per_s,
-                        r.throughput_over_raw
-                    );
-                }
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("chimaera: bench failed: {e}");
-                exit::SOFTWARE
-            }
-        },
-        Command::Bench(BenchCommand::Bdev { json }) => match crate::bench::bdev::bdev() {
-            Ok(r) => {
-                if json {
-                    println!("{}", serde_json::to_string(&r).expect("serializable"));
-                } else {
-                    println!(
-                        "1 MiB write {:.2} GB/s read {:.2} GB/s ({:.2}x, {:.2}x memcpy {:.2} GB/s) | 4 KiB write {:.2} GB/s read {:.2} GB/s ({:.0}/{:.0} IOPS)",
-                        r.write_1m_gbps,
-                        r.read_1m_gbps,
-                        r.write_1m_over_memcpy,
-                        r.read_1m_over_memcpy,
-                        r.memcpy_gbps,
-                        r.write_4k_gbps,
-                        r.read_4k_gbps,
-                        r.write_4k_iops,
-                        r.read_4k_iops
-                    );
-                }
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("chimaera: bench failed: {e}");
-                exit::SOFTWARE
-            }
-        },
+        Command::Bench(BenchCommand::Local { json }) => {
+            report_bench(crate::bench::local(), json, |r| {
+                format!(
+                    "rtt p50 {} ns p99 {} ns | floor p50 {} ns ({:.2}x) | async {:.0} tasks/s | {} clients {:.0} tasks/s",
+                    r.rtt_p50_ns,
+                    r.rtt_p99_ns,
+                    r.floor_rtt_ns,
+                    r.rtt_over_floor,
+                    r.async_tasks_per_s,
+                    r.clients,
+                    r.multi_client_tasks_per_s
+                )
+            })
+        }
+        Command::Bench(BenchCommand::Remote { json }) => {
+            report_bench(crate::bench::remote::remote(), json, |r| {
+                format!(
+                    "remote rtt p50 {} ns p99 {} ns | raw zmq p50 {} ns ({:.2}x) | {:.0} tasks/s vs raw {:.0} msgs/s ({:.2}x)",
+                    r.rtt_p50_ns,
+                    r.rtt_p99_ns,
+                    r.raw_zmq_rtt_p50_ns,
+                    r.rtt_over_raw,
+                    r.tasks_per_s,
+                    r.raw_zmq_msgs_per_s,
+                    r.throughput_over_raw
+                )
+            })
+        }
+        Command::Bench(BenchCommand::Bdev { json }) => {
+            report_bench(crate::bench::bdev::bdev(), json, |r| {
+                format!(
+                    "1 MiB write {:.2} GB/s read {:.2} GB/s ({:.2}x, {:.2}x memcpy {:.2} GB/s) | 4 KiB write {:.2} GB/s read {:.2} GB/s ({:.0}/{:.0} IOPS)",
+                    r.write_1m_gbps,
+                    r.read_1m_gbps,
+                    r.write_1m_over_memcpy,
+                    r.read_1m_over_memcpy,
+                    r.memcpy_gbps,
+                    r.write_4k_gbps,
+                    r.read_4k_gbps,
+                    r.write_4k_iops,
+                    r.read_4k_iops
+                )
+            })
+        }
         Command::Pool(cmd) => pool(&opts(Vec::new()), cmd),
         Command::Ping {
             count,
@@ -613,6 +586,29 @@ enum PingTarget {
     Node(u32),
     All,
     Broadcast,
+}
+
+/// Prints a benchmark's report (one JSON object, or `line`) and gives the
+/// exit code.
+fn report_bench<R: serde::Serialize>(
+    report: Result<R, String>,
+    json: bool,
+    line: impl FnOnce(&R) -> String,
+) -> u8 {
+    match report {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("serializable"));
+            } else {
+                println!("{}", line(&r));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("chimaera: bench failed: {e}");
+            exit::SOFTWARE
+        }
+    }
 }
 
 /// A client of the running runtime, or the exit code that says why not.
