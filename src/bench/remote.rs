@@ -3,12 +3,14 @@
 //! same run.
 //!
 //! - ours: two daemons (one worker each) on 127.0.0.1, one hostfile; a
-//!   client of node 0 sends admin pings routed to node 1 (client → shared
-//!   memory → worker → network thread → ZeroMQ → node 1's network thread →
-//!   its worker → and back);
+//!   client of node 0 sends admin pings routed to node 1 (client → network
+//!   lane → node 0's network thread → ZeroMQ → node 1's network thread,
+//!   which runs the ping, a quick method → and back);
 //! - raw: a DEALER in this process and a ROUTER echo thread with its own
 //!   ZeroMQ context (so its own I/O thread, as a second daemon has), over
 //!   TCP loopback, sending the request and reply sizes our frames have.
+//!
+//! The two alternate in rounds, for the round trips and for throughput.
 
 use std::time::{Duration, Instant};
 
@@ -66,99 +68,130 @@ fn frame_sizes() -> (usize, usize) {
     (req.len(), rep.len())
 }
 
-/// Plain ZeroMQ: round trips and pipelined messages per second.
-fn raw_zmq(
-    samples: usize,
-    window: usize,
-    time: Duration,
-    req_len: usize,
-    rep_len: usize,
-) -> Result<(Vec<u64>, f64), String> {
-    let port = free_port()?;
-    let zerr = |e: zmq::Error| e.to_string();
-    let server_ctx = zmq::Context::new();
-    let router = server_ctx.socket(zmq::ROUTER).map_err(zerr)?;
-    router.set_linger(0).map_err(zerr)?;
-    // Both sides as the transport sets them: a ROUTER drops what does not
-    // fit under its high-water mark, which a window over 1000 would hit.
-    router.set_sndhwm(100_000).map_err(zerr)?;
-    router.set_rcvhwm(100_000).map_err(zerr)?;
-    router
-        .bind(&format!("tcp://127.0.0.1:{port}"))
-        .map_err(zerr)?;
-    let echo = std::thread::spawn(move || {
-        let reply = vec![0u8; rep_len];
-        loop {
-            let Ok(parts) = router.recv_multipart(0) else {
-                return;
-            };
-            if parts.len() != 2 {
-                return; // the stop message
-            }
-            let out: [&[u8]; 2] = [&parts[0], &reply];
-            if router.send_multipart(out, 0).is_err() {
-                return;
-            }
-        }
-    });
-    let ctx = zmq::Context::new();
-    let dealer = ctx.socket(zmq::DEALER).map_err(zerr)?;
-    dealer.set_linger(0).map_err(zerr)?;
-    dealer.set_sndhwm(100_000).map_err(zerr)?;
-    dealer.set_rcvhwm(100_000).map_err(zerr)?;
-    dealer
-        .connect(&format!("tcp://127.0.0.1:{port}"))
-        .map_err(zerr)?;
-    let req = vec![1u8; req_len];
-    for _ in 0..2000 {
-        dealer.send(&req[..], 0).map_err(zerr)?;
-        dealer.recv_bytes(0).map_err(zerr)?;
-    }
-    let mut rtts = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = now_ns();
-        dealer.send(&req[..], 0).map_err(zerr)?;
-        dealer.recv_bytes(0).map_err(zerr)?;
-        rtts.push(now_ns() - t);
-    }
-    let start = Instant::now();
-    let mut inflight = 0usize;
-    let mut done = 0u64;
-    while start.elapsed() < time {
-        for _ in 0..256 {
-            if inflight == window {
-                dealer.recv_bytes(0).map_err(zerr)?;
-                inflight -= 1;
-                done += 1;
-            }
-            dealer.send(&req[..], 0).map_err(zerr)?;
-            inflight += 1;
-        }
-    }
-    while inflight > 0 {
-        dealer.recv_bytes(0).map_err(zerr)?;
-        inflight -= 1;
-        done += 1;
-    }
-    let rate = done as f64 / start.elapsed().as_secs_f64();
-    // Two parts (id, body) make the echo answer; one part tells it to stop.
-    let stopper = ctx.socket(zmq::DEALER).map_err(zerr)?;
-    stopper
-        .connect(&format!("tcp://127.0.0.1:{port}"))
-        .map_err(zerr)?;
-    let _ = stopper.send_multipart([&b""[..], &b""[..]], 0);
-    drop(dealer);
-    let _ = echo.join();
-    Ok((rtts, rate))
+/// Plain ZeroMQ: a DEALER here and a ROUTER echo thread with a context of
+/// its own, kept up for the whole run so that its rounds can alternate with
+/// ours.
+struct RawZmq {
+    dealer: zmq::Socket,
+    req: Vec<u8>,
+    port: u16,
+    ctx: zmq::Context,
+    echo: Option<std::thread::JoinHandle<()>>,
 }
+
+impl RawZmq {
+    fn start(req_len: usize, rep_len: usize) -> Result<RawZmq, String> {
+        let port = free_port()?;
+        let zerr = |e: zmq::Error| e.to_string();
+        let server_ctx = zmq::Context::new();
+        let router = server_ctx.socket(zmq::ROUTER).map_err(zerr)?;
+        router.set_linger(0).map_err(zerr)?;
+        // Both sides as the transport sets them: a ROUTER drops what does not
+        // fit under its high-water mark, which a window over 1000 would hit.
+        router.set_sndhwm(100_000).map_err(zerr)?;
+        router.set_rcvhwm(100_000).map_err(zerr)?;
+        router
+            .bind(&format!("tcp://127.0.0.1:{port}"))
+            .map_err(zerr)?;
+        let echo = std::thread::spawn(move || {
+            let reply = vec![0u8; rep_len];
+            loop {
+                let Ok(parts) = router.recv_multipart(0) else {
+                    return;
+                };
+                if parts.len() != 2 {
+                    return; // the stop message
+                }
+                let out: [&[u8]; 2] = [&parts[0], &reply];
+                if router.send_multipart(out, 0).is_err() {
+                    return;
+                }
+            }
+        });
+        let ctx = zmq::Context::new();
+        let dealer = ctx.socket(zmq::DEALER).map_err(zerr)?;
+        dealer.set_linger(0).map_err(zerr)?;
+        dealer.set_sndhwm(100_000).map_err(zerr)?;
+        dealer.set_rcvhwm(100_000).map_err(zerr)?;
+        dealer
+            .connect(&format!("tcp://127.0.0.1:{port}"))
+            .map_err(zerr)?;
+        Ok(RawZmq {
+            dealer,
+            req: vec![1u8; req_len],
+            port,
+            ctx,
+            echo: Some(echo),
+        })
+    }
+
+    fn round_trips(&self, n: usize, into: &mut Vec<u64>) -> Result<(), String> {
+        let zerr = |e: zmq::Error| e.to_string();
+        for _ in 0..n {
+            let t = now_ns();
+            self.dealer.send(&self.req[..], 0).map_err(zerr)?;
+            self.dealer.recv_bytes(0).map_err(zerr)?;
+            into.push(now_ns() - t);
+        }
+        Ok(())
+    }
+
+    /// Messages per second with `window` in flight, for `time`.
+    fn pipelined(&self, window: usize, time: Duration) -> Result<(u64, Duration), String> {
+        let zerr = |e: zmq::Error| e.to_string();
+        let start = Instant::now();
+        let mut inflight = 0usize;
+        let mut done = 0u64;
+        while start.elapsed() < time {
+            for _ in 0..256 {
+                if inflight == window {
+                    self.dealer.recv_bytes(0).map_err(zerr)?;
+                    inflight -= 1;
+                    done += 1;
+                }
+                self.dealer.send(&self.req[..], 0).map_err(zerr)?;
+                inflight += 1;
+            }
+        }
+        while inflight > 0 {
+            self.dealer.recv_bytes(0).map_err(zerr)?;
+            inflight -= 1;
+            done += 1;
+        }
+        Ok((done, start.elapsed()))
+    }
+}
+
+impl Drop for RawZmq {
+    fn drop(&mut self) {
+        // Two parts (id, body) make the echo answer; one part tells it to stop.
+        if let Ok(stopper) = self.ctx.socket(zmq::DEALER) {
+            let _ = stopper.set_linger(1000);
+            if stopper
+                .connect(&format!("tcp://127.0.0.1:{}", self.port))
+                .is_ok()
+            {
+                let _ = stopper.send_multipart([&b""[..], &b""[..]], 0);
+            }
+        }
+        if let Some(e) = self.echo.take() {
+            let _ = e.join();
+        }
+    }
+}
+
+/// Rounds the measurement is cut into. The two sides alternate round by
+/// round, so that a change of the machine's pace (this VM has several)
+/// weighs on both alike instead of on whichever ran second.
+const ROUNDS: usize = 10;
 
 pub fn remote() -> Result<RemoteReport, String> {
     let samples = 20_000;
     let window = 1024;
     let (req_len, rep_len) = frame_sizes();
-
-    let (mut raw, raw_rate) = raw_zmq(samples, window, Duration::from_secs(2), req_len, rep_len)?;
-    raw.sort_unstable();
+    let raw = RawZmq::start(req_len, rep_len)?;
+    let mut warm = Vec::new();
+    raw.round_trips(2000, &mut warm)?;
 
     let ports = [free_port()?, free_port()?];
     let hostfile =
@@ -194,21 +227,39 @@ pub fn remote() -> Result<RemoteReport, String> {
         for _ in 0..2000 {
             client.call(&task).map_err(|e| e.to_string())?;
         }
-        let mut rtts = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            let t = now_ns();
-            client.call(&task).map_err(|e| e.to_string())?;
-            rtts.push(now_ns() - t);
+        let per_round = samples / ROUNDS;
+        let mut ours = Vec::with_capacity(samples);
+        let mut theirs = Vec::with_capacity(samples);
+        for _ in 0..ROUNDS {
+            raw.round_trips(per_round, &mut theirs)?;
+            for _ in 0..per_round {
+                let t = now_ns();
+                client.call(&task).map_err(|e| e.to_string())?;
+                ours.push(now_ns() - t);
+            }
         }
-        rtts.sort_unstable();
-        let rate = pipelined(&client, &task, window, Duration::from_secs(2))?;
+        // Throughput in alternating halves as well.
+        let half = Duration::from_secs(1);
+        let (mut raw_done, mut raw_time) = (0u64, Duration::ZERO);
+        let mut rates = Vec::new();
+        for _ in 0..2 {
+            let (n, t) = raw.pipelined(window, half)?;
+            raw_done += n;
+            raw_time += t;
+            rates.push(pipelined(&client, &task, window, half)?);
+        }
+        let rate = rates.iter().sum::<f64>() / rates.len() as f64;
+        let raw_rate = raw_done as f64 / raw_time.as_secs_f64();
         drop(client);
         drop(d1);
         drop(d0);
-        Ok((rtts, rate))
+        Ok((ours, rate, theirs, raw_rate))
     })();
     let _ = std::fs::remove_file(&hostfile);
-    let (rtts, rate) = result?;
+    drop(raw);
+    let (mut rtts, rate, mut raw, raw_rate) = result?;
+    rtts.sort_unstable();
+    raw.sort_unstable();
     let p50 = percentile(&rtts, 0.5);
     let raw50 = percentile(&raw, 0.5);
     Ok(RemoteReport {
