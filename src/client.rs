@@ -29,6 +29,7 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,6 +55,8 @@ pub use crate::wire::Route;
 
 /// How often a sleeping waiter checks that the runtime still lives.
 pub const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// `lane` of a record pushed to the network lane.
+const NET_LANE: u32 = u32::MAX;
 /// How long a waiter spins before it sleeps on the futex.
 const SPIN: Duration = Duration::from_micros(20);
 
@@ -203,6 +206,9 @@ struct Inner {
     rr: AtomicU32,
     runtime_pid: u32,
     discovery: Discovery,
+    /// Connected to the network thread's wake-up socket: tasks with a route
+    /// go to the network lane. None: to the workers' lanes (they forward).
+    net_wake: Option<UnixDatagram>,
 }
 
 // SAFETY: the view and arenas point into mappings owned by this struct and
@@ -382,6 +388,16 @@ impl Client {
         }
         let policy = view.header.lane_policy;
         let runtime_pid = view.header.runtime_pid;
+        // Without write access to it (or with a runtime that has none), tasks
+        // with a route take the workers' lanes: one hand-off more, no less.
+        let net_wake = (!disc.wake_socket.is_empty())
+            .then(|| {
+                let s = UnixDatagram::unbound().ok()?;
+                s.connect(&disc.wake_socket).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            })
+            .flatten();
         Ok(Client {
             inner: Arc::new(Inner {
                 view,
@@ -395,8 +411,16 @@ impl Client {
                 rr: AtomicU32::new(0),
                 runtime_pid,
                 discovery: disc,
+                net_wake,
             }),
         })
+    }
+
+    /// Whether tasks with a route go straight to the runtime's network
+    /// thread (its wake-up socket was reachable when this client connected)
+    /// rather than through a worker, which costs one thread hand-off more.
+    pub fn uses_network_lane(&self) -> bool {
+        self.inner.net_wake.is_some()
     }
 
     /// What the runtime wrote in its discovery file.
@@ -515,14 +539,25 @@ impl Client {
                 "no room for {len} bytes of task input in the client data segment: raise memory.client_data_segment_size"
             ))
         })?;
-        let lane = lane.unwrap_or_else(|| self.pick_lane());
+        // A task with a route goes straight to the network thread, unless
+        // the caller chose a lane.
+        let to_net = lane.is_none() && route_flags != 0 && inner.net_wake.is_some();
+        let lane = lane.unwrap_or_else(|| if to_net { NET_LANE } else { self.pick_lane() });
         rec.lane.store(lane, Ordering::Relaxed);
         rec.mark_submitted();
-        let l = &view.lanes[lane as usize];
+        let l = if to_net {
+            &view.net_lane
+        } else {
+            &view.lanes[lane as usize]
+        };
         let mut backoff = Backoff::new();
         loop {
             if l.push(idx).is_ok() {
-                ring_lane(l);
+                if to_net {
+                    self.wake_net();
+                } else {
+                    ring_lane(l);
+                }
                 return Ok(handle);
             }
             if !block || view.is_stopping() {
@@ -538,6 +573,19 @@ impl Client {
                 rec.unmark_submitted();
                 return Err(e);
             }
+        }
+    }
+
+    /// Wakes the network thread if it announced sleep. A lost datagram (a
+    /// full socket buffer) loses nothing: one is already waiting for it.
+    fn wake_net(&self) {
+        let inner = &*self.inner;
+        let bell = &inner.view.net_lane.header.doorbell;
+        if bell.load(Ordering::SeqCst) == 1
+            && bell.swap(0, Ordering::SeqCst) == 1
+            && let Some(s) = &inner.net_wake
+        {
+            let _ = s.send(&[1]);
         }
     }
 
@@ -737,7 +785,11 @@ impl TaskHandle<'_> {
                 return Ok(());
             }
         }
-        let spin_until = now_ns() + SPIN.as_nanos() as u64;
+        // A task with a route waits a network round trip (100 µs and more)
+        // unless its route led back here: spinning through it would only
+        // take a core from the daemon's network thread and ZeroMQ.
+        let routed = rec.flags.load(Ordering::Relaxed) & record::ROUTE_MASK != 0;
+        let spin_until = now_ns() + if routed { 0 } else { SPIN.as_nanos() as u64 };
         loop {
             for _ in 0..64 {
                 if rec.phase() == record::DONE {

@@ -250,8 +250,19 @@ impl TaskMetrics {
     pub fn new(workers: usize) -> TaskMetrics {
         TaskMetrics {
             names: Mutex::new(Names::default()),
-            workers: (0..workers).map(|_| Arc::new(WorkerMeter::new())).collect(),
+            // One more for the network thread's executor.
+            workers: (0..=workers)
+                .map(|_| Arc::new(WorkerMeter::new()))
+                .collect(),
         }
+    }
+
+    /// The counters of the network thread's executor (peers' quick tasks).
+    pub fn network_meter(&self) -> Arc<WorkerMeter> {
+        self.workers
+            .last()
+            .expect("one meter beyond the workers")
+            .clone()
     }
 
     /// Worker `w`'s counters, for that worker to write.

@@ -24,7 +24,7 @@ use crate::sys::{self, LockState};
 
 pub const MAGIC: [u8; 8] = *b"CHIMAERA";
 /// Bumped whenever anything in a segment changes shape.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// The value of `ready` once the creator has finished.
 pub const READY: u32 = 0x5245_4459;
 /// Data starts one page in, so the header never shares a page with task data.

@@ -608,3 +608,107 @@ fn a_node_restarted_between_heartbeats_fails_what_it_was_running() {
     );
     assert_eq!(c.peer_state(0, 1), "up");
 }
+
+/// Tasks done by node `cl`'s workers, as its admin STATS reports them.
+fn worker_tasks(cl: &chimaera::client::Client) -> u64 {
+    let out = cl
+        .call(&Task::new(admin::POOL_ID, admin::method::STATS, &[]))
+        .unwrap();
+    stats_of(&out).workers.iter().map(|w| w.tasks_done).sum()
+}
+
+#[test]
+fn a_peers_quick_tasks_run_on_the_network_thread_and_the_rest_on_workers() {
+    let mut c = Cluster::new("quick", 2, None);
+    c.start_all();
+    c.wait_all_up();
+    let c0 = c.nodes[0].client();
+    let c1 = c.nodes[1].client();
+    let before = worker_tasks(&c1);
+    for i in 0..200u32 {
+        let input = i.to_le_bytes();
+        let task = Task::new(admin::POOL_ID, admin::method::ECHO, &input).on_node(1);
+        assert_eq!(c0.call(&task).unwrap(), input);
+    }
+    // A quick task that waits: it parks on node 1's network thread while
+    // its 10 subtasks run on node 1's workers, which wake it when done.
+    let n = 10u32.to_le_bytes();
+    let fan = Task::new(admin::POOL_ID, admin::method::FAN_OUT, &n).on_node(1);
+    assert_eq!(c0.call(&fan).unwrap(), n);
+    let after = worker_tasks(&c1);
+    // The first STATS counts itself once done; then only the subtasks.
+    assert_eq!(
+        after - before,
+        1 + 10,
+        "node 1's workers ran more than the fan-out's subtasks"
+    );
+    // SLEEP is not quick: a worker of node 1 runs it.
+    let ms = 1u64.to_le_bytes();
+    let sleep = Task::new(admin::POOL_ID, admin::method::SLEEP, &ms).on_node(1);
+    c0.call(&sleep).unwrap();
+    assert_eq!(worker_tasks(&c1) - after, 1 + 1);
+    // A broadcast's leg on the node that sent it runs on its network thread.
+    let before0 = worker_tasks(&c0);
+    let replies = c0
+        .broadcast(&Task::new(admin::POOL_ID, admin::method::ECHO, b"all"))
+        .unwrap();
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|r| r.status == 0 && r.output == b"all"));
+    assert_eq!(worker_tasks(&c0) - before0, 1);
+}
+
+#[test]
+fn routed_tasks_reach_the_network_with_or_without_its_wake_up_socket() {
+    let mut c = Cluster::new("wake", 2, None);
+    c.start_all();
+    c.wait_all_up();
+    let disc = c.nodes[0].client().discovery().clone();
+    let sock = PathBuf::from(&disc.wake_socket);
+    assert_eq!(
+        sock,
+        c.nodes[0]
+            .run_dir()
+            .join(format!("{}.wake", c.nodes[0].segment_names()[0])),
+        "the wake-up socket lies beside the discovery file"
+    );
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "no shared_memory.group: owner only, as the segments"
+    );
+    let before = c.nodes[0].client();
+    assert!(before.uses_network_lane());
+    // A client that cannot reach the socket routes through a worker.
+    std::fs::remove_file(&sock).unwrap();
+    let after = c.nodes[0].client();
+    assert!(!after.uses_network_lane());
+    // Both ways work, one after the other and interleaved; the client
+    // connected before keeps its lane (its socket, connected before the
+    // name went, still reaches the network thread).
+    for i in 0..100u32 {
+        let input = i.to_le_bytes();
+        let task = Task::new(admin::POOL_ID, admin::method::ECHO, &input).on_node(1);
+        let cl = if i % 2 == 0 { &before } else { &after };
+        assert_eq!(cl.call(&task).unwrap(), input);
+    }
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let cl = if i % 3 == 0 { &after } else { &before };
+            cl.submit(&Task::new(admin::POOL_ID, admin::method::PING, &[]).on_node(1))
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        h.wait().unwrap();
+    }
+    // Its socket is gone, so stopping cannot fail on it; it stops clean.
+    drop(before);
+    drop(after);
+    let d = c.daemons[0].take().unwrap();
+    c.nodes[0].signal(d, libc::SIGTERM);
+    assert_eq!(
+        c.nodes[0].wait_exit(d, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}

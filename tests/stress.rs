@@ -277,6 +277,14 @@ fn victim(c: &Client, args: &Args) {
                 .expect("submit sleep"),
         );
     }
+    // Routed back here through the network lane and its thread.
+    for _ in 0..rng.range(0, 2) {
+        let p = pattern(rng.range(1, 4096) as usize, rng.next());
+        held.push(
+            c.submit(&echo(&p).by_key(rng.next()))
+                .expect("submit routed echo"),
+        );
+    }
     // Some through try_submit (a full lane is no error here).
     for _ in 0..rng.range(0, 3) {
         let p = pattern(rng.range(1, 200) as usize, rng.next());
@@ -302,13 +310,17 @@ fn frantic(c: &Client, args: &Args) {
     std::io::stdout().flush().unwrap();
     loop {
         let p = pattern(rng.range(1, 4096) as usize, rng.next());
-        let r = match rng.range(0, 3) {
+        let r = match rng.range(0, 5) {
             0 => c.submit(&echo(&p)),
             1 => c.try_submit(&echo(&p)),
             2 => {
                 let ms = rng.range(1, 50).to_le_bytes();
                 c.submit(&sleep_task(&ms))
             }
+            // Routes that lead back to this (single) node: by the network
+            // lane and its thread to a worker.
+            4 => c.submit(&echo(&p).by_key(rng.next())),
+            5 => c.try_submit(&echo(&p).on_node(0)),
             _ => c.submit(&echo(&p[..p.len().min(32)])),
         };
         match r {

@@ -6,6 +6,7 @@
 //! 0       SegmentHeader (shm.rs)          one page
 //! 4096    EngineHeader + PoolHeader       offsets, sizes, runtime state
 //!         lanes      [LaneHeader + depth cells] x sched_threads
+//!         net lane   [LaneHeader + depth cells]  (clients' routed tasks)
 //!         workers    [WorkerSlot] x sched_threads
 //!         clients    [ClientSlot] x MAX_CLIENTS
 //!         owners     [u32] x records     (compact, for the reaper's scan)
@@ -46,6 +47,7 @@ pub struct EngineHeader {
 
 /// Per-worker counters and its current task, for stats and the timekeeper.
 #[repr(C, align(64))]
+#[derive(Default)]
 pub struct WorkerSlot {
     pub tasks_done: AtomicU64,
     /// Record being run, or [`super::record::NONE`].
@@ -87,6 +89,8 @@ pub struct Layout {
     pub num_records: u32,
     pub lanes_off: u64,
     pub lane_stride: u64,
+    /// The network thread's lane: clients push tasks with a route to it.
+    pub net_lane_off: u64,
     pub workers_off: u64,
     pub clients_off: u64,
     pub owners_off: u64,
@@ -108,7 +112,8 @@ impl Layout {
         let engine_off = data_offset;
         let lanes_off = up64(engine_off + size_of::<EngineHeader>() as u64);
         let lane_stride = Lane::bytes(depth) as u64;
-        let workers_off = up64(lanes_off + lane_stride * u64::from(lanes));
+        let net_lane_off = lanes_off + lane_stride * u64::from(lanes);
+        let workers_off = up64(net_lane_off + lane_stride);
         let clients_off = up64(workers_off + (size_of::<WorkerSlot>() as u64) * u64::from(lanes));
         let owners_off =
             up64(clients_off + (size_of::<ClientSlot>() as u64) * u64::from(MAX_CLIENTS));
@@ -116,10 +121,10 @@ impl Layout {
         let per_record = size_of::<TaskRecord>() as u64 + 4;
         // Leave 64 bytes of slack for aligning the record array.
         let n = (room.saturating_sub(64) / per_record).min(MAX_RECORDS);
-        let needed = u64::from(lanes) * u64::from(depth) + 64;
+        let needed = (u64::from(lanes) + 1) * u64::from(depth) + 64;
         if n < needed {
             return Err(format!(
-                "the main segment ({segment_len} bytes) holds {n} task records but {lanes} lanes of depth {depth} need at least {needed}: raise memory.main_segment_size or lower performance.queue_depth"
+                "the main segment ({segment_len} bytes) holds {n} task records but {lanes} lanes (and the network's) of depth {depth} need at least {needed}: raise memory.main_segment_size or lower performance.queue_depth"
             ));
         }
         let records_off = up64(owners_off + 4 * n);
@@ -129,6 +134,7 @@ impl Layout {
             num_records: n as u32,
             lanes_off,
             lane_stride,
+            net_lane_off,
             workers_off,
             clients_off,
             owners_off,
@@ -142,6 +148,8 @@ impl Layout {
 pub struct View {
     pub header: &'static EngineHeader,
     pub lanes: Vec<Lane<'static>>,
+    /// Served by the network thread, not a worker.
+    pub net_lane: Lane<'static>,
     pub workers: &'static [WorkerSlot],
     pub clients: &'static [ClientSlot],
     pub records: Records<'static>,
@@ -175,18 +183,20 @@ impl View {
                 ));
             }
             let depth = header.layout.queue_depth as usize;
+            let lane_at = |off: u64| {
+                let h = at(off);
+                Lane {
+                    header: &*(h as *const LaneHeader),
+                    cells: std::slice::from_raw_parts(
+                        h.add(size_of::<LaneHeader>()) as *const AtomicU64,
+                        depth,
+                    ),
+                }
+            };
             let lanes = (0..header.layout.num_lanes as u64)
-                .map(|i| {
-                    let h = at(header.layout.lanes_off + i * header.layout.lane_stride);
-                    Lane {
-                        header: &*(h as *const LaneHeader),
-                        cells: std::slice::from_raw_parts(
-                            h.add(size_of::<LaneHeader>()) as *const AtomicU64,
-                            depth,
-                        ),
-                    }
-                })
+                .map(|i| lane_at(header.layout.lanes_off + i * header.layout.lane_stride))
                 .collect();
+            let net_lane = lane_at(header.layout.net_lane_off);
             let workers = std::slice::from_raw_parts(
                 at(header.layout.workers_off) as *const WorkerSlot,
                 header.layout.num_lanes as usize,
@@ -209,6 +219,7 @@ impl View {
             Ok(View {
                 header,
                 lanes,
+                net_lane,
                 workers,
                 clients,
                 records,
@@ -243,13 +254,15 @@ impl View {
             (*h).runtime_pid = std::process::id();
             (*h).started_ns = super::sync::now_ns();
             (*h).pool.capacity = layout.num_records;
-            for i in 0..u64::from(layout.num_lanes) {
-                let lh = base.add((layout.lanes_off + i * layout.lane_stride) as usize)
-                    as *mut LaneHeader;
+            let offsets = (0..u64::from(layout.num_lanes))
+                .map(|i| layout.lanes_off + i * layout.lane_stride)
+                .chain([layout.net_lane_off]);
+            for off in offsets {
+                let lh = base.add(off as usize) as *mut LaneHeader;
                 (*lh).depth = layout.queue_depth;
             }
             let view = View::attach(base, len, engine_off)?;
-            for lane in &view.lanes {
+            for lane in view.lanes.iter().chain([&view.net_lane]) {
                 lane.init();
             }
             for w in view.workers {

@@ -50,6 +50,10 @@ pub const FLAG_PARKED: u32 = 1 << 31;
 pub const FLAG_FORWARDED: u32 = 1 << 30;
 /// Stacks a worker keeps for reuse.
 const STACK_POOL: usize = 64;
+/// The id of the executor the network thread runs peers' quick tasks on
+/// ([`Worker::for_network`]). Their subtasks name `id + 1`, the network
+/// thread's waker, so that a subtask's completion wakes that thread.
+pub const NETWORK_EXECUTOR: u32 = crate::net::transport::NET_WAKER - 1;
 
 pub struct RuntimeCore {
     pub view: View,
@@ -325,7 +329,8 @@ impl RuntimeCore {
         let rec = self.view.records.get(idx);
         rec.waker.store(worker + 1, Ordering::Relaxed);
         let lanes = self.view.lanes.len() as u32;
-        let lane = if local {
+        // The network executor has no lane of its own.
+        let lane = if local && worker < lanes {
             worker
         } else {
             self.rr.fetch_add(1, Ordering::Relaxed) % lanes
@@ -483,8 +488,12 @@ struct Parked {
 pub struct Worker {
     core: Arc<RuntimeCore>,
     id: u32,
-    lane: Lane<'static>,
+    /// None for the network thread's executor, which is handed its records.
+    lane: Option<Lane<'static>>,
     slot: &'static WorkerSlot,
+    /// The network executor's slot (the main segment has one per worker
+    /// only); `slot` points into it.
+    _own_slot: Option<Box<WorkerSlot>>,
     stacks: Vec<DefaultStack>,
     parked: Vec<Parked>,
     spare: Vec<Parked>,
@@ -497,6 +506,8 @@ pub struct Worker {
     tasks_done: u64,
     /// This worker's task counters (it is their only writer).
     meter: Arc<WorkerMeter>,
+    /// The current pass ran something for a client of this node.
+    local_pass: bool,
 }
 
 impl Worker {
@@ -507,8 +518,9 @@ impl Worker {
         Worker {
             core,
             id,
-            lane,
+            lane: Some(lane),
             slot,
+            _own_slot: None,
             stacks: Vec::new(),
             parked: Vec::new(),
             spare: Vec::new(),
@@ -518,7 +530,66 @@ impl Worker {
             retired: Vec::new(),
             tasks_done: 0,
             meter,
+            local_pass: false,
         }
+    }
+
+    /// The executor of the network thread: it runs the tasks of peers whose
+    /// method is [`Container::quick`] as they arrive, which saves the two
+    /// thread hand-offs (to a worker and back) of a remote round trip.
+    pub(crate) fn for_network(core: Arc<RuntimeCore>) -> Worker {
+        let own = Box::new(WorkerSlot::default());
+        // SAFETY: the box is kept in `_own_slot` for the worker's whole life
+        // and never replaced; its heap address does not move with the worker.
+        let slot: &'static WorkerSlot = unsafe { &*(&*own as *const WorkerSlot) };
+        let meter = core.metrics.network_meter();
+        Worker {
+            core,
+            id: NETWORK_EXECUTOR,
+            lane: None,
+            slot,
+            _own_slot: Some(own),
+            stacks: Vec::new(),
+            parked: Vec::new(),
+            spare: Vec::new(),
+            pools: Vec::new(),
+            pool_slots: Vec::new(),
+            pools_gen: u64::MAX,
+            retired: Vec::new(),
+            tasks_done: 0,
+            meter,
+            local_pass: false,
+        }
+    }
+
+    /// Runs the submitted record `idx` here and now if its method is quick
+    /// (it may park, see [`Worker::poll`]); false leaves it to the caller.
+    pub(crate) fn run_if_quick(&mut self, idx: u32, now: u64) -> bool {
+        let rec = self.core.view.records.get(idx);
+        let pool = rec.pool_id.load(Ordering::Relaxed);
+        let method = rec.method.load(Ordering::Relaxed);
+        let Some((container, _)) = self.container(pool) else {
+            return false;
+        };
+        // SAFETY: the container comes from this worker's pool snapshot,
+        // which outlives this call.
+        if !unsafe { &*container }.quick(method) {
+            return false;
+        }
+        self.start(idx, now);
+        true
+    }
+
+    /// Resumes parked tasks whose wait is over; how many ran.
+    pub(crate) fn poll(&mut self, now: u64) -> usize {
+        if self.parked.is_empty() {
+            return 0;
+        }
+        self.poll_parked(now)
+    }
+
+    pub(crate) fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
     }
 
     /// The container of pool `id`, from the worker's snapshot of the pool
@@ -553,9 +624,12 @@ impl Worker {
     /// The worker's loop; returns when the runtime stops and its work is done
     /// (or `drain` has passed since the stop).
     pub fn run(mut self, drain: Duration) {
+        let lane = self.lane.expect("a worker with a lane");
         let mut idle_since: Option<u64> = None;
         let mut stop_deadline: Option<u64> = None;
         let mut passes = 0u64;
+        // Whether idling starts with a spin (see below).
+        let mut spin = true;
         loop {
             passes += 1;
             self.slot.progress.store(passes, Ordering::Relaxed);
@@ -564,7 +638,7 @@ impl Worker {
             let mut did = 0;
             let records = self.core.view.records;
             for k in 0..PREFETCH_AHEAD {
-                match self.lane.peek(k) {
+                match lane.peek(k) {
                     Some(i) => prefetch_for_write(records.get(i)),
                     None => break,
                 }
@@ -574,12 +648,9 @@ impl Worker {
                 // leaves the lane, so that at no instant is a live task in
                 // neither place (the reaper's orphan rule).
                 let slot = self.slot;
-                match self
-                    .lane
-                    .pop_then(|idx| slot.running.store(idx, Ordering::Release))
-                {
+                match lane.pop_then(|idx| slot.running.store(idx, Ordering::Release)) {
                     Some(idx) => {
-                        if let Some(next) = self.lane.peek(PREFETCH_AHEAD - 1) {
+                        if let Some(next) = lane.peek(PREFETCH_AHEAD - 1) {
                             prefetch_for_write(records.get(next));
                         }
                         self.start(idx, now);
@@ -593,11 +664,17 @@ impl Worker {
                 did += self.poll_parked(now);
             }
             if did > 0 {
+                // Spin after local work only. A worker whose pass only handed
+                // tasks to the network or ran a peer's tasks expects nothing
+                // for a network round trip (100 µs and more), and on a small
+                // machine its spin would take the core that the network
+                // thread and ZeroMQ's I/O threads need to bring that back.
+                spin = std::mem::take(&mut self.local_pass);
                 idle_since = None;
                 continue;
             }
             if self.core.stop.load(Ordering::Acquire) {
-                if self.parked.is_empty() && !self.lane.has_work() {
+                if self.parked.is_empty() && !lane.has_work() {
                     break;
                 }
                 let deadline = *stop_deadline.get_or_insert(now + drain.as_nanos() as u64);
@@ -608,11 +685,11 @@ impl Worker {
             }
             let precise = now_ns();
             let since = *idle_since.get_or_insert(precise);
-            if precise - since < SPIN_NS {
+            if spin && precise - since < SPIN_NS {
                 // Poll the lane between clock reads; a PAUSE only every few
                 // polls (it costs ~24 ns, the worker's share of the latency).
                 for i in 0..64 {
-                    if self.lane.has_work() {
+                    if lane.has_work() {
                         break;
                     }
                     if i % 8 == 7 {
@@ -623,11 +700,9 @@ impl Worker {
             }
             // Announce sleep, then look once more: a producer either sees the
             // doorbell or we see its task (both sides use SeqCst).
-            self.lane.header.doorbell.store(1, Ordering::SeqCst);
-            if self.lane.has_work()
-                || self.core.stop.load(Ordering::Acquire) && self.parked.is_empty()
-            {
-                self.lane.header.doorbell.store(0, Ordering::SeqCst);
+            lane.header.doorbell.store(1, Ordering::SeqCst);
+            if lane.has_work() || self.core.stop.load(Ordering::Acquire) && self.parked.is_empty() {
+                lane.header.doorbell.store(0, Ordering::SeqCst);
                 continue;
             }
             let timeout = if self.parked.is_empty() {
@@ -635,9 +710,10 @@ impl Worker {
             } else {
                 Duration::from_millis(5)
             };
-            futex_wait(&self.lane.header.doorbell, 1, timeout);
-            self.lane.header.doorbell.store(0, Ordering::SeqCst);
+            futex_wait(&lane.header.doorbell, 1, timeout);
+            lane.header.doorbell.store(0, Ordering::SeqCst);
             idle_since = None;
+            spin = true;
         }
         self.slot.running.store(record::NONE, Ordering::Relaxed);
     }
@@ -661,6 +737,9 @@ impl Worker {
         let flags = rec.flags.load(Ordering::Relaxed);
         if flags & record::ROUTE_MASK != 0 && Self::route_away(core, idx, rec, flags) {
             return;
+        }
+        if rec.waker.load(Ordering::Relaxed) != crate::net::transport::NET_WAKER {
+            self.local_pass = true;
         }
         let pool_id = rec.pool_id.load(Ordering::Relaxed);
         let Some((container, slots)) = self.container(pool_id) else {
@@ -803,6 +882,7 @@ impl Worker {
                 Suspend::Wait(sub) => self.core.view.records.get(sub).phase() == record::DONE,
             };
             if ready {
+                self.local_pass = true;
                 self.drive(p.coro, p.idx, p.meter);
                 ran += 1;
             } else {
@@ -822,7 +902,7 @@ impl Worker {
 
     /// Stop has waited long enough: tell the clients and drop the stacks
     /// without unwinding them (release builds abort on panic).
-    fn abandon_parked(&mut self) {
+    pub(crate) fn abandon_parked(&mut self) {
         for p in self.parked.drain(..) {
             self.core.finish(p.idx, status::STOPPING, None, false);
             std::mem::forget(p.coro);
@@ -978,15 +1058,17 @@ fn reap_slot(core: &RuntimeCore, i: usize, slot: &layout::ClientSlot, now: u64, 
     if !left.is_empty() {
         // A client killed between marking a record submitted and pushing it
         // leaves a runtime reference nobody will drop. A live task is always
-        // in a lane, shown as running by a worker (set before it leaves the
-        // lane), or parked or forwarded to the network (both marked before
-        // it stops showing as running); so,
+        // in a lane (the network's included), shown as running by a worker
+        // (set before it leaves the lane), or parked or forwarded to the
+        // network (both marked before it stops showing as running, or leaves
+        // the network lane); so,
         // read in that order, a SUBMITTED record in none of them is held by
         // nobody.
         let queued: HashSet<u32> = core
             .view
             .lanes
             .iter()
+            .chain([&core.view.net_lane])
             .flat_map(|l| l.queued().collect::<Vec<_>>())
             .collect();
         let running: HashSet<u32> = core

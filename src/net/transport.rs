@@ -10,6 +10,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -21,7 +23,7 @@ use super::zap::{self, Allowlist, Zap};
 use super::{NetError, NetShared, NodeReply, Note, PEER_DOWN, PEER_UP};
 use crate::config::hostfile::HostEntry;
 use crate::engine::record::{self, REF_CLIENT, REF_RUNTIME, status};
-use crate::engine::runtime::RuntimeCore;
+use crate::engine::runtime::{RuntimeCore, Worker};
 use crate::engine::sync::{coarse_now_ns, now_ns};
 use crate::wire::{
     self, ClusterKey, DecodeError, Frame, Header, HeaderFields, Kind, MAX_FRAME, Replay,
@@ -42,6 +44,10 @@ pub struct NetConfig {
     pub zmq_port: u16,
     pub heartbeat: Duration,
     pub key: Option<ClusterKey>,
+    /// Where to bind the socket clients wake the network thread through,
+    /// with the access of the segments. None: clients' routed tasks go
+    /// through the workers.
+    pub wake: Option<(PathBuf, crate::shm::Access)>,
 }
 
 /// The running transport. Stop it after the workers (it answers what they
@@ -51,6 +57,7 @@ pub struct Net {
     pub port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    wake_path: Option<PathBuf>,
     _zap: Zap,
 }
 
@@ -67,7 +74,35 @@ fn endpoint(h: &HostEntry, zmq_port: u16) -> String {
     }
 }
 
+/// Binds the wake-up socket (a stale one of a dead runtime is replaced)
+/// and gives it the segments' mode and group: clients need write access.
+fn bind_wake(path: &Path, access: crate::shm::Access) -> std::io::Result<UnixDatagram> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let sock = UnixDatagram::bind(path)?;
+    sock.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode()))?;
+    if let Some(gid) = access.gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(sock)
+}
+
 impl Net {
+    /// The wake-up socket clients use, if it could be made.
+    pub fn wake_path(&self) -> Option<&Path> {
+        self.wake_path.as_deref()
+    }
+
     /// Binds the port, connects to every peer and starts the thread.
     pub fn start(
         core: Arc<RuntimeCore>,
@@ -148,6 +183,22 @@ impl Net {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
+        let wake = match &cfg.wake {
+            Some((path, access)) => match bind_wake(path, *access) {
+                Ok(s) => Some((s, path.clone())),
+                Err(e) => {
+                    warn!(
+                        log,
+                        "cannot make the wake-up socket {}: {}; clients' routed tasks go through the workers (one thread hand-off more)",
+                        path.display(),
+                        e
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let wake_path = wake.as_ref().map(|(_, p)| p.clone());
         let n = shared.nodes as usize;
         let key_fingerprint = cfg.key.as_ref().map(ClusterKey::fingerprint);
         let stop = Arc::new(AtomicBool::new(false));
@@ -168,10 +219,12 @@ impl Net {
             serving: HashMap::new(),
             broadcasts: HashMap::new(),
             backlog: VecDeque::new(),
+            arrived: Vec::new(),
             rr: 0,
             buf: Vec::with_capacity(4096),
             heartbeat_ns: cfg.heartbeat.as_nanos() as u64,
             drop_log: DropLog::default(),
+            wake: wake.map(|(s, _)| s),
             _ctx: ctx,
         };
         let thread = std::thread::Builder::new()
@@ -196,6 +249,7 @@ impl Net {
             port,
             stop,
             thread: Some(thread),
+            wake_path,
             _zap: zap,
         })
     }
@@ -210,6 +264,9 @@ impl Net {
         self.shared.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(p) = self.wake_path.take() {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -278,15 +335,23 @@ struct Transport {
     broadcasts: HashMap<u64, Broadcast>,
     /// Received tasks waiting for room in a lane.
     backlog: VecDeque<u32>,
+    /// Tasks submitted here for peers (or a broadcast's local leg) this
+    /// pass: quick ones run on this thread, the others go to the lanes.
+    arrived: Vec<u32>,
     rr: u32,
     buf: Vec<u8>,
     heartbeat_ns: u64,
     drop_log: DropLog,
+    /// Clients send a byte here when they push to the network lane while
+    /// this thread sleeps (its doorbell set).
+    wake: Option<UnixDatagram>,
     _ctx: zmq::Context,
 }
 
 impl Transport {
     fn run(&mut self) {
+        // Made here: an executor stays on the thread that made it.
+        let mut exec = Worker::for_network(self.core.clone());
         let mut notes = Vec::with_capacity(256);
         let mut next_heartbeat = 0u64;
         let mut next_scan = 0u64;
@@ -320,26 +385,35 @@ impl Transport {
                     Note::Done(idx) => self.done(idx),
                 }
             }
+            let took = self.take_net_lane(now);
             let got = self.receive_all();
+            let ran = self.run_arrived(&mut exec, now) | (exec.poll(now) > 0);
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
             // No spinning before the poll: on two cores a spinning network
             // thread takes the CPU that ZeroMQ's I/O threads and the workers
             // need (measured: pipelined throughput fell to a fifth).
-            if had_notes || got {
+            if had_notes || took || got || ran {
                 continue;
             }
-            // Sleep until a socket, a note or the next timer.
+            // Sleep until a socket, a note, a client or the next timer. Both
+            // announcements before the last looks (SeqCst on both sides).
+            let net_lane = self.core.view.net_lane;
             self.shared.sleeping.store(true, Ordering::SeqCst);
+            if self.wake.is_some() {
+                net_lane.header.doorbell.store(1, Ordering::SeqCst);
+            }
             if !self
                 .shared
                 .outbox
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .is_empty()
+                || net_lane.has_work()
             {
                 self.shared.sleeping.store(false, Ordering::SeqCst);
+                net_lane.header.doorbell.store(0, Ordering::SeqCst);
                 continue;
             }
             // An idle single node wakes once a heartbeat interval, nothing more.
@@ -347,22 +421,73 @@ impl Transport {
             if !alone {
                 until = until.min(next_check);
             }
-            if !self.pending.is_empty() || !self.backlog.is_empty() {
+            if !self.pending.is_empty() || !self.backlog.is_empty() || exec.has_parked() {
                 until = until.min(next_scan);
             }
             let timeout_ms = (until.saturating_sub(coarse_now_ns()) / 1_000_000).max(1) as i64;
-            let mut items = Vec::with_capacity(2 + self.dealers.len());
+            let mut items = Vec::with_capacity(3 + self.dealers.len());
             items.push(self.router.as_poll_item(zmq::POLLIN));
             items.push(zmq::PollItem::from_fd(wake_fd, zmq::POLLIN));
+            if let Some(w) = &self.wake {
+                items.push(zmq::PollItem::from_fd(w.as_raw_fd(), zmq::POLLIN));
+            }
             for d in self.dealers.iter().flatten() {
                 items.push(d.as_poll_item(zmq::POLLIN));
             }
             let _ = zmq::poll(&mut items, timeout_ms);
             drop(items);
             self.shared.sleeping.store(false, Ordering::SeqCst);
+            net_lane.header.doorbell.store(0, Ordering::SeqCst);
             crate::sys::eventfd_drain(self.shared.wake.as_fd());
+            if let Some(w) = &self.wake {
+                let mut b = [0u8; 64];
+                while w.recv(&mut b).is_ok() {}
+            }
         }
+        exec.abandon_parked();
         self.shutdown();
+    }
+
+    /// Takes what clients pushed to the network lane (bounded per pass) and
+    /// sends it on; true if there was any.
+    fn take_net_lane(&mut self, now: u64) -> bool {
+        let lane = self.core.view.net_lane;
+        let records = self.core.view.records;
+        let mut took = false;
+        for _ in 0..256 {
+            // Marked forwarded before it leaves the lane, so that at no
+            // instant is a live task in neither place (the reaper's orphan
+            // rule). Only this thread pops the lane.
+            let popped = lane.pop_then(|idx| {
+                records
+                    .get(idx)
+                    .flags
+                    .fetch_or(crate::engine::runtime::FLAG_FORWARDED, Ordering::AcqRel);
+            });
+            let Some(idx) = popped else { break };
+            took = true;
+            self.forward(idx, now);
+        }
+        took
+    }
+
+    /// Runs the quick tasks that arrived, in order, and queues the others
+    /// to the workers; true if there were any.
+    fn run_arrived(&mut self, exec: &mut Worker, now: u64) -> bool {
+        if self.arrived.is_empty() {
+            return false;
+        }
+        let mut arrived = std::mem::take(&mut self.arrived);
+        for idx in arrived.drain(..) {
+            if exec.run_if_quick(idx, now) {
+                continue;
+            }
+            if !self.backlog.is_empty() || !self.push_lane(idx) {
+                self.backlog.push_back(idx);
+            }
+        }
+        self.arrived = arrived;
+        true
     }
 
     /// Reads everything waiting on every socket; true if anything was.
@@ -715,13 +840,11 @@ impl Transport {
                 }
             }
             super::Decision::Local => {
-                // Became local (the hash of a one-node cluster): not ours to run.
-                core.finish_with(
-                    idx,
-                    status::MODULE_ERROR,
-                    Some(b"internal: a local task was handed to the network"),
-                    true,
-                );
+                // A client's task whose route leads here (its hash, or its
+                // own node): a worker runs it.
+                if !self.backlog.is_empty() || !self.push_lane(idx) {
+                    self.backlog.push_back(idx);
+                }
             }
             super::Decision::Fail(st, m) => {
                 core.finish_with(idx, st, Some(m.as_bytes()), true);
@@ -790,9 +913,7 @@ impl Transport {
         rec.waker.store(NET_WAKER, Ordering::Relaxed);
         self.serving.insert(idx, serving);
         rec.mark_submitted();
-        if !self.push_lane(idx) {
-            self.backlog.push_back(idx);
-        }
+        self.arrived.push(idx);
         Ok(())
     }
 
@@ -834,7 +955,8 @@ impl Transport {
             let rec = self.core.view.records.get(idx);
             if now > rec.deadline_ns.load(Ordering::Relaxed) {
                 self.backlog.pop_front();
-                // Never queued: our completion posts the Done note.
+                // Never queued: completed here (a peer's task then posts
+                // its Done note).
                 self.core.finish_with(idx, status::TIMED_OUT, None, true);
                 continue;
             }
@@ -847,11 +969,17 @@ impl Transport {
 
     /// A record submitted here is done: answer whoever it ran for.
     fn done(&mut self, idx: u32) {
+        let core = self.core.clone();
+        let rec = core.view.records.get(idx);
+        // A subtask of a task this thread runs posts its Done too, and its
+        // parent may free it (and the index come back as a peer's task not
+        // yet run) before that note is read: only a finished record counts.
+        if rec.phase() != record::DONE {
+            return;
+        }
         let Some(s) = self.serving.remove(&idx) else {
             return;
         };
-        let core = self.core.clone();
-        let rec = core.view.records.get(idx);
         let st = rec.status();
         let out = core.output_of(rec);
         match s {
@@ -1073,6 +1201,13 @@ impl Transport {
     /// The node stops: what waits on a peer fails with STOPPING; what runs
     /// here for a peer is let go (its peer times it out).
     fn shutdown(&mut self) {
+        // Clients' tasks not sent yet, and tasks waiting for a lane (a
+        // peer's get its Done note, handled below).
+        let unsent = std::iter::from_fn(|| self.core.view.net_lane.pop()).collect::<Vec<_>>();
+        for idx in unsent.into_iter().chain(self.backlog.drain(..)) {
+            self.core
+                .finish_with(idx, status::STOPPING, Some(b"the node is stopping"), true);
+        }
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
             self.settle(id, status::STOPPING, b"the node is stopping");

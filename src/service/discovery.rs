@@ -26,10 +26,20 @@ pub struct Discovery {
     pub log_file: String,
     pub segments: SegmentNames,
     pub segment_sizes: [u64; 3],
+    /// The network thread's Unix datagram socket: a client that pushes a
+    /// routed task to the network lane while that thread sleeps sends a
+    /// byte here to wake it. Empty: none (routed tasks go through workers).
+    #[serde(default)]
+    pub wake_socket: String,
 }
 
 pub fn file_name(main_segment: &str) -> String {
     format!("{main_segment}.toml")
+}
+
+/// The network thread's wake-up socket, beside the discovery file.
+pub fn wake_socket_name(main_segment: &str) -> String {
+    format!("{main_segment}.wake")
 }
 
 /// Writes the file atomically (a reader never sees half of it), readable by

@@ -286,9 +286,20 @@ pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
         zmq_port: loaded.config.network.zmq_port,
         heartbeat: Duration::from_millis(loaded.config.runtime.heartbeat_interval),
         key: loaded.cluster_key.clone(),
+        wake: Some((
+            loaded
+                .run_dir
+                .join(discovery::wake_socket_name(&loaded.names.main)),
+            Access { gid },
+        )),
     };
-    let zmq_port = match engine.start_net(net_cfg, &log) {
-        Ok(net) => net.port,
+    let (zmq_port, wake_socket) = match engine.start_net(net_cfg, &log) {
+        Ok(net) => (
+            net.port,
+            net.wake_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
         Err(e) => {
             error!(log, "{}", e);
             return exit::UNAVAILABLE;
@@ -336,6 +347,7 @@ pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
         log_file: loaded.config.logging.file.clone(),
         segments: loaded.names.clone(),
         segment_sizes: engine.segments().all().map(|s| s.len()),
+        wake_socket,
     };
     // Clients may attach from here on; the discovery file tells them where.
     engine.segments().publish();
