@@ -435,11 +435,17 @@ impl Transport {
                 items.push(d.as_poll_item(zmq::POLLIN));
             }
             let _ = zmq::poll(&mut items, timeout_ms);
+            // Drained only when readable: a wake-up by a socket or a timer
+            // costs no system call more (each is a VM exit here).
+            let noted = items[1].is_readable();
+            let rung = self.wake.is_some() && items[2].is_readable();
             drop(items);
             self.shared.sleeping.store(false, Ordering::SeqCst);
             net_lane.header.doorbell.store(0, Ordering::SeqCst);
-            crate::sys::eventfd_drain(self.shared.wake.as_fd());
-            if let Some(w) = &self.wake {
+            if noted {
+                crate::sys::eventfd_drain(self.shared.wake.as_fd());
+            }
+            if rung && let Some(w) = &self.wake {
                 let mut b = [0u8; 64];
                 while w.recv(&mut b).is_ok() {}
             }
