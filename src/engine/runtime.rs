@@ -493,7 +493,7 @@ pub struct Worker {
     slot: &'static WorkerSlot,
     /// The network executor's slot (the main segment has one per worker
     /// only); `slot` points into it.
-    _own_slot: Option<Box<WorkerSlot>>,
+    _own_slot: Option<Arc<WorkerSlot>>,
     stacks: Vec<DefaultStack>,
     parked: Vec<Parked>,
     spare: Vec<Parked>,
@@ -538,10 +538,11 @@ impl Worker {
     /// method is [`Container::quick`] as they arrive, which saves the two
     /// thread hand-offs (to a worker and back) of a remote round trip.
     pub(crate) fn for_network(core: Arc<RuntimeCore>) -> Worker {
-        let own = Box::new(WorkerSlot::default());
-        // SAFETY: the box is kept in `_own_slot` for the worker's whole life
-        // and never replaced; its heap address does not move with the worker.
-        let slot: &'static WorkerSlot = unsafe { &*(&*own as *const WorkerSlot) };
+        let own = Arc::new(WorkerSlot::default());
+        // SAFETY: the Arc is kept in `_own_slot` for the worker's whole life
+        // and never replaced, so the allocation outlives every use of
+        // `slot` (only the worker uses it); it does not move with the worker.
+        let slot: &'static WorkerSlot = unsafe { &*Arc::as_ptr(&own) };
         let meter = core.metrics.network_meter();
         Worker {
             core,
