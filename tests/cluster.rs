@@ -679,6 +679,12 @@ fn routed_tasks_reach_the_network_with_or_without_its_wake_up_socket() {
     );
     let before = c.nodes[0].client();
     assert!(before.uses_network_lane());
+    let stats = stats_of(
+        &before
+            .call(&Task::new(admin::POOL_ID, admin::method::STATS, &[]))
+            .unwrap(),
+    );
+    assert_eq!(stats.network_lane_depth, 0, "an idle network lane");
     // A client that cannot reach the socket routes through a worker.
     std::fs::remove_file(&sock).unwrap();
     let after = c.nodes[0].client();

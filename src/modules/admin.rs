@@ -69,6 +69,9 @@ pub struct Stats {
     pub pid: u32,
     pub uptime_ms: u64,
     pub workers: Vec<WorkerStats>,
+    /// Tasks clients handed to the network thread that it has not taken yet.
+    #[serde(default)]
+    pub network_lane_depth: u64,
     pub queue_depth: u32,
     pub records_in_use: u32,
     pub records_capacity: u32,
@@ -236,6 +239,7 @@ fn stats(ctx: &TaskContext<'_>) -> Stats {
                 cpu: w.cpu.load(Ordering::Relaxed),
             })
             .collect(),
+        network_lane_depth: v.net_lane.depth_now(),
         queue_depth: v.header.layout.queue_depth,
         records_in_use: v.records.in_use(),
         records_capacity: v.header.layout.num_records,
