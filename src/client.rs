@@ -790,6 +790,7 @@ impl TaskHandle<'_> {
         // take a core from the daemon's network thread and ZeroMQ.
         let routed = rec.flags.load(Ordering::Relaxed) & record::ROUTE_MASK != 0;
         let spin_until = now_ns() + if routed { 0 } else { SPIN.as_nanos() as u64 };
+        let mut round = 0u32;
         loop {
             for _ in 0..64 {
                 if rec.phase() == record::DONE {
@@ -799,6 +800,12 @@ impl TaskHandle<'_> {
             }
             if now_ns() > spin_until {
                 break;
+            }
+            // Every few µs, let another thread of this CPU run: the worker
+            // that completes the task may be pinned here.
+            round += 1;
+            if round.is_multiple_of(2) {
+                std::thread::yield_now();
             }
         }
         // The runtime completes overdue tasks itself; this margin only

@@ -631,6 +631,7 @@ impl Worker {
         let mut passes = 0u64;
         // Whether idling starts with a spin (see below).
         let mut spin = true;
+        let mut spins = 0u32;
         loop {
             passes += 1;
             self.slot.progress.store(passes, Ordering::Relaxed);
@@ -696,6 +697,14 @@ impl Worker {
                     if i % 8 == 7 {
                         relax();
                     }
+                }
+                // Every few µs, let another thread of this CPU run: a client
+                // the scheduler placed beside this pinned worker can only
+                // submit (or see its result) while the worker does not hold
+                // the CPU (docs/ARCHITECTURE.md, Workers, has the figures).
+                spins += 1;
+                if spins.is_multiple_of(8) {
+                    std::thread::yield_now();
                 }
                 continue;
             }
