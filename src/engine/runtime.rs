@@ -702,7 +702,7 @@ impl Worker {
                 // the scheduler placed beside this pinned worker can only
                 // submit (or see its result) while the worker does not hold
                 // the CPU (docs/ARCHITECTURE.md, Workers, has the figures).
-                spins += 1;
+                spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(8) {
                     std::thread::yield_now();
                 }

@@ -1235,8 +1235,10 @@ impl Transport {
                     );
                 }
                 Note::Done(idx) => {
-                    self.serving.remove(&idx);
-                    self.core.release(idx, REF_CLIENT);
+                    // Not one of ours: a subtask's note (see `done`).
+                    if self.serving.remove(&idx).is_some() {
+                        self.core.release(idx, REF_CLIENT);
+                    }
                 }
             }
         }
