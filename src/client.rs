@@ -42,7 +42,7 @@ use crate::config::{self, Env, LoadOptions};
 use crate::engine::layout::{self, View};
 use crate::engine::record::{self, REF_CLIENT, status};
 use crate::engine::runtime::{
-    fill_record, free_payloads, output_bytes, process_start_time, ring_lane,
+    fill_record, free_payloads, output_bytes, process_start_time, ring_lane, take_doorbell,
 };
 use crate::engine::sync::{futex_wait, now_ns, relax};
 use crate::module::PoolInfo;
@@ -580,9 +580,7 @@ impl Client {
     /// full socket buffer) loses nothing: one is already waiting for it.
     fn wake_net(&self) {
         let inner = &*self.inner;
-        let bell = &inner.view.net_lane.header.doorbell;
-        if bell.load(Ordering::SeqCst) == 1
-            && bell.swap(0, Ordering::SeqCst) == 1
+        if take_doorbell(&inner.view.net_lane)
             && let Some(s) = &inner.net_wake
         {
             let _ = s.send(&[1]);

@@ -83,13 +83,16 @@ impl RawZmq {
     fn start(req_len: usize, rep_len: usize) -> Result<RawZmq, String> {
         let port = free_port()?;
         let zerr = |e: zmq::Error| e.to_string();
-        let server_ctx = zmq::Context::new();
-        let router = server_ctx.socket(zmq::ROUTER).map_err(zerr)?;
-        router.set_linger(0).map_err(zerr)?;
         // Both sides as the transport sets them: a ROUTER drops what does not
         // fit under its high-water mark, which a window over 1000 would hit.
-        router.set_sndhwm(100_000).map_err(zerr)?;
-        router.set_rcvhwm(100_000).map_err(zerr)?;
+        let tune = |s: &zmq::Socket| -> Result<(), String> {
+            s.set_linger(0).map_err(zerr)?;
+            s.set_sndhwm(100_000).map_err(zerr)?;
+            s.set_rcvhwm(100_000).map_err(zerr)
+        };
+        let server_ctx = zmq::Context::new();
+        let router = server_ctx.socket(zmq::ROUTER).map_err(zerr)?;
+        tune(&router)?;
         router
             .bind(&format!("tcp://127.0.0.1:{port}"))
             .map_err(zerr)?;
@@ -110,9 +113,7 @@ impl RawZmq {
         });
         let ctx = zmq::Context::new();
         let dealer = ctx.socket(zmq::DEALER).map_err(zerr)?;
-        dealer.set_linger(0).map_err(zerr)?;
-        dealer.set_sndhwm(100_000).map_err(zerr)?;
-        dealer.set_rcvhwm(100_000).map_err(zerr)?;
+        tune(&dealer)?;
         dealer
             .connect(&format!("tcp://127.0.0.1:{port}"))
             .map_err(zerr)?;

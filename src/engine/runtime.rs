@@ -464,11 +464,17 @@ pub fn fill_record(
 /// every push; the common case is one load of a shared cache line.
 #[inline]
 pub fn ring_lane(lane: &Lane<'_>) {
-    if lane.header.doorbell.load(Ordering::SeqCst) == 1
-        && lane.header.doorbell.swap(0, Ordering::SeqCst) == 1
-    {
+    if take_doorbell(lane) {
         futex_wake(&lane.header.doorbell, 1);
     }
+}
+
+/// True for the one producer that finds the lane's consumer asleep (or
+/// about to be) and must wake it; the load first keeps the common case, an
+/// awake consumer, free of a locked instruction.
+pub fn take_doorbell(lane: &Lane<'_>) -> bool {
+    lane.header.doorbell.load(Ordering::SeqCst) == 1
+        && lane.header.doorbell.swap(0, Ordering::SeqCst) == 1
 }
 
 fn ring_lane_force(lane: &Lane<'_>) {
@@ -515,23 +521,7 @@ impl Worker {
         let lane = core.view.lanes[id as usize];
         let slot = &core.view.workers[id as usize];
         let meter = core.metrics.meter(id);
-        Worker {
-            core,
-            id,
-            lane: Some(lane),
-            slot,
-            _own_slot: None,
-            stacks: Vec::new(),
-            parked: Vec::new(),
-            spare: Vec::new(),
-            pools: Vec::new(),
-            pool_slots: Vec::new(),
-            pools_gen: u64::MAX,
-            retired: Vec::new(),
-            tasks_done: 0,
-            meter,
-            local_pass: false,
-        }
+        Worker::with(core, id, Some(lane), slot, None, meter)
     }
 
     /// The executor of the network thread: it runs the tasks of peers whose
@@ -544,12 +534,23 @@ impl Worker {
         // `slot` (only the worker uses it); it does not move with the worker.
         let slot: &'static WorkerSlot = unsafe { &*Arc::as_ptr(&own) };
         let meter = core.metrics.network_meter();
+        Worker::with(core, NETWORK_EXECUTOR, None, slot, Some(own), meter)
+    }
+
+    fn with(
+        core: Arc<RuntimeCore>,
+        id: u32,
+        lane: Option<Lane<'static>>,
+        slot: &'static WorkerSlot,
+        own_slot: Option<Arc<WorkerSlot>>,
+        meter: Arc<WorkerMeter>,
+    ) -> Worker {
         Worker {
             core,
-            id: NETWORK_EXECUTOR,
-            lane: None,
+            id,
+            lane,
             slot,
-            _own_slot: Some(own),
+            _own_slot: own_slot,
             stacks: Vec::new(),
             parked: Vec::new(),
             spare: Vec::new(),

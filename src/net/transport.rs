@@ -77,12 +77,9 @@ fn endpoint(h: &HostEntry, zmq_port: u16) -> String {
 /// Binds the wake-up socket (a stale one of a dead runtime is replaced)
 /// and gives it the segments' mode and group: clients need write access.
 fn bind_wake(path: &Path, access: crate::shm::Access) -> std::io::Result<UnixDatagram> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)?;
+        crate::service::discovery::make_dir(dir)?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -485,11 +482,8 @@ impl Transport {
         }
         let mut arrived = std::mem::take(&mut self.arrived);
         for idx in arrived.drain(..) {
-            if exec.run_if_quick(idx, now) {
-                continue;
-            }
-            if !self.backlog.is_empty() || !self.push_lane(idx) {
-                self.backlog.push_back(idx);
+            if !exec.run_if_quick(idx, now) {
+                self.hand_to_workers(idx);
             }
         }
         self.arrived = arrived;
@@ -848,9 +842,7 @@ impl Transport {
             super::Decision::Local => {
                 // A client's task whose route leads here (its hash, or its
                 // own node): a worker runs it.
-                if !self.backlog.is_empty() || !self.push_lane(idx) {
-                    self.backlog.push_back(idx);
-                }
+                self.hand_to_workers(idx);
             }
             super::Decision::Fail(st, m) => {
                 core.finish_with(idx, st, Some(m.as_bytes()), true);
@@ -921,6 +913,14 @@ impl Transport {
         rec.mark_submitted();
         self.arrived.push(idx);
         Ok(())
+    }
+
+    /// Hands a submitted record to a worker's lane, or to the backlog
+    /// behind those already waiting (so that order is kept).
+    fn hand_to_workers(&mut self, idx: u32) {
+        if !self.backlog.is_empty() || !self.push_lane(idx) {
+            self.backlog.push_back(idx);
+        }
     }
 
     /// Pushes a submitted record to the next lane with room.

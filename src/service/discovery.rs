@@ -37,6 +37,16 @@ pub fn file_name(main_segment: &str) -> String {
     format!("{main_segment}.toml")
 }
 
+/// Creates the run directory (and its parents) readable by all: clients of
+/// other users look in it.
+pub fn make_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+}
+
 /// The network thread's wake-up socket, beside the discovery file.
 pub fn wake_socket_name(main_segment: &str) -> String {
     format!("{main_segment}.wake")
@@ -45,11 +55,8 @@ pub fn wake_socket_name(main_segment: &str) -> String {
 /// Writes the file atomically (a reader never sees half of it), readable by
 /// all: it holds names, not secrets; the segments' own modes guard access.
 pub fn write(dir: &Path, d: &Discovery) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    make_dir(dir)?;
     let path = dir.join(file_name(&d.segments.main));
     let tmp = dir.join(format!(".{}.{}", file_name(&d.segments.main), d.pid));
     let text = toml::to_string(d).map_err(std::io::Error::other)?;
