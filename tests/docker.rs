@@ -211,6 +211,21 @@ fn mounted_config_file_is_honoured() {
         "{shown}"
     );
     c.exec(&["chimaera", "status"]).expect_ok();
+    // The image's release build logs at debug too (slog compiles debug
+    // lines out of release builds unless told otherwise): the reaper's
+    // line about the status client that just left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = c.logs();
+        if logs.contains("left; slot") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no debug line within 10 s at level debug: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// CHI_CLUSTER_KEY_FILE in the container, as docker-compose.yml's comment
