@@ -145,3 +145,67 @@ fn a_module_name_may_not_shadow_another() {
     let b = chimaera::RuntimeBuilder::new().module(Named("y"));
     assert!(b.registry().unwrap().get("y").is_some());
 }
+
+/// A quick method that blocks (examples/stall_module.rs) holds the network
+/// thread, as a stuck task holds a worker: the systemd watchdog pings stop,
+/// the log says why, and they come back when it returns.
+#[test]
+fn a_blocking_quick_method_withholds_the_watchdog() {
+    let bin = example("stall_module");
+    let node = Node::new("stall");
+    append(&node, "compose:\n  - name: stall\n    module: stall\n");
+    let mut ns = common::NotifySocket::new(node.dir.path());
+    let err = std::fs::File::create(node.dir.path().join("stderr.stall")).unwrap();
+    let mut child = node
+        .command(bin.to_str().unwrap(), &["run"])
+        .env("NOTIFY_SOCKET", &ns.path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    ns.wait_for("READY=1", Duration::from_secs(20));
+    ns.wait_for("WATCHDOG=1", Duration::from_secs(2));
+    let client = node.client();
+    let pool = client
+        .list_pools()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "stall")
+        .unwrap();
+    // A broadcast's leg for this node runs on the network thread.
+    let ms = 1200u64.to_le_bytes();
+    let task = Task::new(pool.id, 0, &ms).on_all_nodes();
+    let stuck = client.submit(&task).unwrap();
+    std::thread::sleep(Duration::from_millis(350));
+    // Pings sent before the thread got stuck may still wait in the socket.
+    while ns.try_recv().is_some() {}
+    let before = ns.seen.len();
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(500) {
+        let _ = ns.try_recv();
+    }
+    let pings = ns.seen[before..]
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    assert_eq!(
+        pings,
+        0,
+        "no ping while the network thread is stuck: {:?}",
+        &ns.seen[before..]
+    );
+    assert!(
+        node.log()
+            .contains("the network thread is stuck in a peer's task"),
+        "{}",
+        node.log()
+    );
+    let replies = chimaera::client::decode_broadcast(&stuck.wait().unwrap()).unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].status, 0);
+    ns.wait_for("WATCHDOG=1", Duration::from_secs(2));
+    let out = node.output(&["stop"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -527,8 +527,7 @@ impl Worker {
     /// The executor of the network thread: it runs the tasks of peers whose
     /// method is [`Container::quick`] as they arrive, which saves the two
     /// thread hand-offs (to a worker and back) of a remote round trip.
-    pub(crate) fn for_network(core: Arc<RuntimeCore>) -> Worker {
-        let own = Arc::new(WorkerSlot::default());
+    pub(crate) fn for_network(core: Arc<RuntimeCore>, own: Arc<WorkerSlot>) -> Worker {
         // SAFETY: the Arc is kept in `_own_slot` for the worker's whole life
         // and never replaced, so the allocation outlives every use of
         // `slot` (only the worker uses it); it does not move with the worker.

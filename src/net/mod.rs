@@ -18,11 +18,12 @@ pub mod transport;
 pub mod zap;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::layout::WorkerSlot;
 use crate::engine::record::status;
 use crate::wire::Route;
 
@@ -128,6 +129,10 @@ pub struct NetShared {
     outbox: Mutex<Vec<Note>>,
     sleeping: AtomicBool,
     wake: OwnedFd,
+    /// The network thread's executor (quick tasks of peers): its `progress`
+    /// moves every pass of the thread's loop, and the systemd watchdog reads
+    /// it as it reads the workers'.
+    pub executor: Arc<WorkerSlot>,
 }
 
 /// Work for the network thread.
@@ -174,6 +179,7 @@ impl NetShared {
             outbox: Mutex::new(Vec::with_capacity(256)),
             sleeping: AtomicBool::new(false),
             wake: crate::sys::eventfd()?,
+            executor: Arc::new(WorkerSlot::default()),
         })
     }
 

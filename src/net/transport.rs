@@ -355,7 +355,8 @@ struct Transport {
 impl Transport {
     fn run(&mut self) {
         // Made here: an executor stays on the thread that made it.
-        let mut exec = Worker::for_network(self.core.clone());
+        let mut exec = Worker::for_network(self.core.clone(), self.shared.executor.clone());
+        let mut passes = 0u64;
         let mut notes = Vec::with_capacity(256);
         let mut next_heartbeat = 0u64;
         let mut next_scan = 0u64;
@@ -364,6 +365,11 @@ impl Transport {
         let wake_fd = self.shared.wake.as_raw_fd();
         let mut last_work = now_ns();
         loop {
+            passes += 1;
+            self.shared
+                .executor
+                .progress
+                .store(passes, Ordering::Relaxed);
             let now = coarse_now_ns();
             if now >= next_heartbeat {
                 self.heartbeats();

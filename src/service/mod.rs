@@ -64,10 +64,15 @@ fn start_watchdog(
     let handle = thread::Builder::new()
         .name("chi-watchdog".into())
         .spawn(move || {
-            let mut last: Vec<u64> = core.view.workers.iter().map(|w| w.progress.load(Ordering::Relaxed)).collect();
+            // The workers, then the network thread's executor: a peer's
+            // task for a method that claims to be quick but blocks would
+            // hold the whole network layer (heartbeats included).
+            let net = core.net.get().map(|n| n.executor.clone());
+            let slots = || core.view.workers.iter().chain(net.as_deref());
+            let mut last: Vec<u64> = slots().map(|w| w.progress.load(Ordering::Relaxed)).collect();
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                 let mut stuck = Vec::new();
-                for (i, w) in core.view.workers.iter().enumerate() {
+                for (i, w) in slots().enumerate() {
                     let p = w.progress.load(Ordering::Relaxed);
                     if p == last[i] && w.running.load(Ordering::Relaxed) != crate::engine::record::NONE {
                         stuck.push(i);
@@ -76,8 +81,15 @@ fn start_watchdog(
                 }
                 if stuck.is_empty() {
                     notify(&wlog, &[NotifyState::Watchdog]);
-                } else {
-                    warn!(wlog, "worker(s) {:?} stuck in one task for {:?} or more; withholding the watchdog ping", stuck, every);
+                    continue;
+                }
+                let workers = core.view.workers.len();
+                let (net_stuck, workers_stuck): (Vec<usize>, Vec<usize>) = stuck.into_iter().partition(|&i| i == workers);
+                if !workers_stuck.is_empty() {
+                    warn!(wlog, "worker(s) {:?} stuck in one task for {:?} or more; withholding the watchdog ping", workers_stuck, every);
+                }
+                if !net_stuck.is_empty() {
+                    warn!(wlog, "the network thread is stuck in a peer's task for {:?} or more (a module method marked quick blocks); withholding the watchdog ping", every);
                 }
             }
         })
