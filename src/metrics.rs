@@ -381,6 +381,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskCount>,
     pub durations: Vec<Durations>,
     pub workers: Vec<WorkerRow>,
+    /// Tasks with a route that clients queued for the network thread.
+    pub network_lane_depth: u64,
     pub records_in_use: u64,
     pub records_capacity: u64,
     pub segments: Vec<SegmentRow>,
@@ -433,6 +435,7 @@ pub fn gather(core: &RuntimeCore, main_len: u64) -> Snapshot {
                 parked: u64::from(w.suspended.load(Ordering::Relaxed)),
             })
             .collect(),
+        network_lane_depth: v.net_lane.depth_now(),
         records_in_use: in_use,
         records_capacity: u64::from(layout.num_records),
         segments,
@@ -582,6 +585,12 @@ pub fn render(s: &Snapshot) -> String {
             w.lane_depth,
         );
     }
+    o.family(
+        "chimaera_network_lane_depth",
+        "gauge",
+        "Tasks with a route that clients queued for the network thread.",
+    );
+    o.sample("chimaera_network_lane_depth", &[], s.network_lane_depth);
     o.family(
         "chimaera_worker_parked_tasks",
         "gauge",
@@ -1182,6 +1191,7 @@ mod tests {
                 };
                 2
             ],
+            network_lane_depth: 4,
             records_in_use: 3,
             records_capacity: 100,
             segments: vec![SegmentRow {
@@ -1215,6 +1225,7 @@ mod tests {
             "chimaera_task_duration_seconds_sum{module=\"admin\",method=\"other\"} 0.000012\n"
         ));
         assert!(t.contains("chimaera_lane_depth{worker=\"1\"} 2\n"));
+        assert!(t.contains("\nchimaera_network_lane_depth 4\n"));
         assert!(t.contains("chimaera_segment_bytes{segment=\"main\",state=\"carved\"} 20\n"));
         assert!(t.contains("chimaera_uptime_seconds 1.5\n"));
         // Every sample's family was announced, with HELP then TYPE.

@@ -302,6 +302,7 @@ fn scrape_counts_the_tasks_sent_and_passes_promtool() {
     // One row per worker (the config's 8), and the rest of the state.
     assert_eq!(all(&after, "chimaera_lane_depth").len(), 8);
     assert_eq!(all(&after, "chimaera_worker_tasks_total").len(), 8);
+    assert_eq!(value(&after, "chimaera_network_lane_depth", &[]), Some(0.0));
     for seg in ["main", "client_data", "runtime_data"] {
         let used = value(
             &after,
