@@ -28,6 +28,16 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
+/// The example's daemon, killed if the test fails before it stops it.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn append(node: &Node, yaml: &str) {
     let mut text = std::fs::read_to_string(node.config_path()).unwrap();
     text.push_str(yaml);
@@ -43,15 +53,16 @@ fn an_example_module_runs_in_its_own_runtime_and_serves_a_client() {
         "compose:\n  - name: sessions\n    module: kv\n    params:\n      capacity: 2\n",
     );
     let err = std::fs::File::create(node.dir.path().join("stderr.kv")).unwrap();
-    let mut child = node
-        .command(bin.to_str().unwrap(), &["run"])
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+    let mut child = Daemon(
+        node.command(bin.to_str().unwrap(), &["run"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
     let t = Instant::now();
     while node.output(&["status"]).status.code() != Some(0) {
-        assert!(child.try_wait().unwrap().is_none(), "{}", node.log());
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", node.log());
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "never ready: {}",
@@ -113,7 +124,7 @@ fn an_example_module_runs_in_its_own_runtime_and_serves_a_client() {
     );
     let out = node.output(&["stop"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
     let stock = node.output(&["run"]);
     assert_eq!(stock.status.code(), Some(78), "{stock:?}");
     assert!(
@@ -156,14 +167,15 @@ fn a_blocking_quick_method_withholds_the_watchdog() {
     append(&node, "compose:\n  - name: stall\n    module: stall\n");
     let mut ns = common::NotifySocket::new(node.dir.path());
     let err = std::fs::File::create(node.dir.path().join("stderr.stall")).unwrap();
-    let mut child = node
-        .command(bin.to_str().unwrap(), &["run"])
-        .env("NOTIFY_SOCKET", &ns.path)
-        .env("WATCHDOG_USEC", "200000")
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
+    let mut child = Daemon(
+        node.command(bin.to_str().unwrap(), &["run"])
+            .env("NOTIFY_SOCKET", &ns.path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
     ns.wait_for("READY=1", Duration::from_secs(20));
     ns.wait_for("WATCHDOG=1", Duration::from_secs(2));
     let client = node.client();
@@ -207,5 +219,5 @@ fn a_blocking_quick_method_withholds_the_watchdog() {
     ns.wait_for("WATCHDOG=1", Duration::from_secs(2));
     let out = node.output(&["stop"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
