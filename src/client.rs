@@ -821,11 +821,7 @@ impl TaskHandle<'_> {
         } else {
             (Duration::ZERO, 1)
         };
-        // Never past the caller's own limit.
-        let spin = deadline.map_or(spin, |d| {
-            spin.min(d.saturating_duration_since(Instant::now()))
-        });
-        let spin_until = now_ns() + spin.as_nanos() as u64;
+        let mut spin_until = None;
         let mut round = 0u32;
         loop {
             for _ in 0..64 {
@@ -834,7 +830,18 @@ impl TaskHandle<'_> {
                 }
                 relax();
             }
-            if now_ns() > spin_until {
+            // The clock is first read here, after a round in vain: a read
+            // costs a tenth of a local round trip, and most local tasks are
+            // done within that round.
+            let now = now_ns();
+            let until = *spin_until.get_or_insert_with(|| {
+                // Never past the caller's own limit.
+                let spin = deadline.map_or(spin, |d| {
+                    spin.min(d.saturating_duration_since(Instant::now()))
+                });
+                now + spin.as_nanos() as u64
+            });
+            if now > until {
                 break;
             }
             // Every few µs, let another thread of this CPU run: the worker
