@@ -47,7 +47,6 @@ pub struct EngineHeader {
 
 /// Per-worker counters and its current task, for stats and the timekeeper.
 #[repr(C, align(64))]
-#[derive(Default)]
 pub struct WorkerSlot {
     pub tasks_done: AtomicU64,
     /// Record being run, or [`super::record::NONE`].
@@ -58,6 +57,22 @@ pub struct WorkerSlot {
     pub suspended: AtomicU32,
     pub _r: u32,
     pub _pad: [u8; 32],
+}
+
+/// Idle: running nothing. (A zero `running` would name record 0, and the
+/// watchdog would take an idle network thread for one stuck in it.)
+impl Default for WorkerSlot {
+    fn default() -> WorkerSlot {
+        WorkerSlot {
+            tasks_done: AtomicU64::new(0),
+            running: AtomicU32::new(super::record::NONE),
+            cpu: AtomicU32::new(0),
+            progress: AtomicU64::new(0),
+            suspended: AtomicU32::new(0),
+            _r: 0,
+            _pad: [0; 32],
+        }
+    }
 }
 
 pub const CLIENT_FREE: u32 = 0;
