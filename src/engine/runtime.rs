@@ -530,7 +530,8 @@ impl Worker {
     pub(crate) fn for_network(core: Arc<RuntimeCore>, own: Arc<WorkerSlot>) -> Worker {
         // SAFETY: the Arc is kept in `_own_slot` for the worker's whole life
         // and never replaced, so the allocation outlives every use of
-        // `slot` (only the worker uses it); it does not move with the worker.
+        // `slot` (the worker's; the watchdog reads the slot through its own
+        // Arc); it does not move with the worker.
         let slot: &'static WorkerSlot = unsafe { &*Arc::as_ptr(&own) };
         let meter = core.metrics.network_meter();
         Worker::with(core, NETWORK_EXECUTOR, None, slot, Some(own), meter)
