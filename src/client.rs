@@ -845,7 +845,7 @@ impl TaskHandle<'_> {
                 });
                 now + spin.as_nanos() as u64
             });
-            if now > until {
+            if now >= until {
                 break;
             }
             // Every few µs, let another thread of this CPU run: the worker
