@@ -287,6 +287,22 @@ impl NotifySocket {
         Some(msg)
     }
 
+    /// Drops what already waits in the socket, then listens for `quiet`:
+    /// the messages heard then that have a line equal to `line`.
+    pub fn heard_after_drain(&mut self, line: &str, quiet: Duration) -> Vec<String> {
+        while self.try_recv().is_some() {}
+        let before = self.seen.len();
+        let start = Instant::now();
+        while start.elapsed() < quiet {
+            let _ = self.try_recv();
+        }
+        self.seen[before..]
+            .iter()
+            .filter(|m| m.lines().any(|l| l == line))
+            .cloned()
+            .collect()
+    }
+
     pub fn position(&self, line: &str) -> Option<usize> {
         self.seen.iter().position(|m| m.lines().any(|l| l == line))
     }
