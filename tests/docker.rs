@@ -11,7 +11,7 @@
 #[path = "support/deploy.rs"]
 mod deploy;
 
-use deploy::{Container, run, run_in, skip_without_docker};
+use deploy::{Container, run, run_in, skip_without_docker, wait_for_logs};
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -214,18 +214,12 @@ fn mounted_config_file_is_honoured() {
     // The image's release build logs at debug too (slog compiles debug
     // lines out of release builds unless told otherwise): the reaper's
     // line about the status client that just left.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = c.logs();
-        if logs.contains("left; slot") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no debug line within 10 s at level debug: {logs}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_logs(
+        &c.name,
+        Duration::from_secs(10),
+        "no debug line at level debug",
+        |logs| logs.contains("left; slot"),
+    );
 }
 
 /// CHI_CLUSTER_KEY_FILE in the container, as docker-compose.yml's comment
@@ -856,20 +850,12 @@ fn cluster_pings_peers_and_marks_a_stopped_node_down(nodes: &[String], net: &str
         format!("node {down_id} ({net}.0.{}:5555) missed", 10 + down_id),
         format!("node {down_id} ({net}.0.{}:5555) is up again", 10 + down_id),
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let logs = run(30, &["docker", "logs", &nodes[0]]);
-        let logs = format!("{}{}", logs.stdout, logs.stderr);
-        if logs.contains(&missed) && logs.contains(&again) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} logged no `{missed}` and `{again}`:\n{logs}",
-            nodes[0]
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_logs(
+        &nodes[0],
+        Duration::from_secs(5),
+        &format!("logged no `{missed}` and `{again}`"),
+        |logs| logs.contains(&missed) && logs.contains(&again),
+    );
 }
 
 /// The .deb in a fresh container of the base image: apt installs it with its

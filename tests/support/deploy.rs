@@ -356,6 +356,30 @@ pub fn unique(what: &str) -> String {
     )
 }
 
+/// `docker logs` of a container (ours or compose's), both streams, the
+/// command given `secs` to answer.
+fn logs_of(name: &str, secs: u64) -> String {
+    let r = run(secs, &["docker", "logs", name]);
+    format!("{}{}", r.stdout, r.stderr)
+}
+
+/// Polls the logs of container `name` until `done` holds for them, within
+/// `limit`; panics with `what` and the logs otherwise.
+pub fn wait_for_logs(name: &str, limit: Duration, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let logs = logs_of(name, 30);
+        if done(&logs) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {what} within {limit:?}:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A container that is removed (with its anonymous volumes) when dropped,
 /// also when the test panics.
 pub struct Container {
@@ -389,8 +413,7 @@ impl Container {
     }
 
     pub fn logs(&self) -> String {
-        let r = run(60, &["docker", "logs", &self.name]);
-        format!("{}{}", r.stdout, r.stderr)
+        logs_of(&self.name, 60)
     }
 
     pub fn exec(&self, args: &[&str]) -> Run {
