@@ -34,7 +34,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::module::{Module, Registry};
+use crate::engine::pools::Registry;
+use chimaera_module::Module;
 
 /// Collects modules, then runs the command line with them.
 pub struct RuntimeBuilder {

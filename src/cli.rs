@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::Client;
 use crate::config::size::human;
 use crate::config::{self, Env, KEYS, LoadOptions, Loaded};
 use crate::exit;
-use crate::service::{self, discovery};
+use crate::service;
 use crate::shm::{self, Liveness};
+use chimaera_client::Client;
+use chimaera_client::discovery;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -158,7 +159,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
 /// [`crate::RuntimeBuilder`]).
 pub fn main_with_registry(
     args: impl IntoIterator<Item = OsString>,
-    registry: crate::module::Registry,
+    registry: crate::engine::pools::Registry,
 ) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -274,7 +275,7 @@ pub fn compat_main(subcommand: &str) -> u8 {
 }
 
 fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
-    config::load(opts, env).map_err(|errors| {
+    crate::preflight::load(opts, env).map_err(|errors| {
         service::report_config_errors(&errors);
         exit::CONFIG
     })
@@ -282,7 +283,7 @@ fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
 
 fn config_check(opts: &LoadOptions) -> u8 {
     let env = Env::from_process();
-    match config::load_and_check(opts, &env) {
+    match crate::preflight::load_and_check(opts, &env) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("chimaera: warning: {w}");
@@ -342,7 +343,7 @@ enum Found {
 }
 
 fn find_runtime(loaded: &Loaded, env: &Env) -> Result<Found, String> {
-    let (path, disc) = match discovery::find(loaded, env) {
+    let (path, disc) = match discovery::find(&loaded.locator(), env) {
         Ok(found) => found,
         Err(discovery::NotFound::Nowhere(searched)) => return Ok(Found::Nowhere { searched }),
         Err(discovery::NotFound::Denied(path, e)) => {
@@ -446,7 +447,7 @@ fn status(opts: &LoadOptions, json: bool) -> u8 {
         }
         return exit::NOT_RUNNING;
     };
-    let uptime_s = crate::unix_ms().saturating_sub(disc.started_unix_ms) / 1000;
+    let uptime_s = chimaera_proto::unix_ms().saturating_sub(disc.started_unix_ms) / 1000;
     // The peers come from the runtime itself (an admin stats task); a
     // status that may not attach still reports the rest.
     let cluster = Client::connect_discovery(path.clone(), disc.clone())
@@ -669,7 +670,7 @@ fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
 /// `count` broadcast pings: each round trip lasts until every node
 /// answered (or was found unavailable); exit 0 only if all answered, every time.
 fn ping_broadcast(client: &Client, count: u32, json: bool) -> u8 {
-    let ping = crate::client::Task::new(
+    let ping = chimaera_client::Task::new(
         crate::modules::admin::POOL_ID,
         crate::modules::admin::method::PING,
         &[],

@@ -1,33 +1,38 @@
-//! chimaera: a distributed task-execution runtime.
+//! chimaera: a distributed task-execution runtime, the daemon and its
+//! command line.
 //!
-//! The crate is laid out by concern: [`config`] is pure (parsing and
-//! validation, no I/O beyond reading the file), [`shm`] owns the shared-memory
-//! segments, [`service`] is the daemon's life cycle (signals, sd_notify,
-//! logging, discovery), and [`cli`] maps subcommands onto them.
+//! The crates below it are the architecture (docs/ARCHITECTURE.md has the
+//! layer picture): `chimaera-proto` is what both sides of shared memory
+//! agree on, `chimaera-client` submits tasks, `chimaera-module` is what a
+//! module is written against. This package runs them: [`config`] is the
+//! schema and the merging of sources, [`preflight`] the checks that need the
+//! machine, [`shm`] owns the segments, [`engine`] runs tasks, [`net`] carries
+//! them between nodes, [`metrics`] exports counters, [`service`] is the
+//! daemon's life cycle, and [`cli`] maps subcommands onto them.
 
-pub mod config;
-pub mod shm;
-pub mod sys;
-
-/// Milliseconds since the Unix epoch, for records other processes read.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-pub mod alloc;
 pub mod bench;
 pub mod builder;
 pub mod cli;
-pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod engine;
 pub mod exit;
 pub mod metrics;
-pub mod module;
 pub mod modules;
 pub mod net;
+pub mod preflight;
 pub mod service;
-pub mod wire;
+pub mod shm;
+pub mod sys;
 
 pub use builder::RuntimeBuilder;
+pub use chimaera_client as client;
+pub use chimaera_proto as proto;
+pub use chimaera_proto::{alloc, unix_ms, wire};
+
+/// The module API (`chimaera-module`), and the registry a runtime of one's
+/// own registers its modules in.
+pub mod module {
+    pub use crate::engine::pools::Registry;
+    pub use chimaera_module::*;
+}

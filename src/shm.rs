@@ -1,10 +1,8 @@
-//! The three POSIX shared-memory segments and their header.
+//! The three POSIX shared-memory segments, as their creator sees them:
+//! creation, the liveness lock, reclaim and probing. Their header is
+//! `chimaera_proto::header`, which clients read too.
 //!
 //! Lessons taken from the original runtime and from iceoryx2:
-//! - nothing in a segment is a pointer; layouts are `#[repr(C)]` and refer to
-//!   each other by offsets;
-//! - a header carries a magic, a layout version and a ready word that the
-//!   creator writes last, so an opener never reads a half-built segment;
 //! - liveness is an exclusive flock on the main segment, which the kernel
 //!   releases when the runtime dies however it dies: a pid alone can be reused.
 //!   A runtime that finds the lock free reclaims what a dead one left; one that
@@ -13,115 +11,18 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use memmap2::MmapMut;
 
-use crate::config::SegmentNames;
+pub use chimaera_proto::header::{
+    HEADER_SIZE, HeaderError, HeaderInfo, LAYOUT_VERSION, MAGIC, READY, SHM_DIR, SegmentHeader,
+    SegmentKind, SegmentNames,
+};
+
 use crate::sys::{self, LockState};
-
-pub const MAGIC: [u8; 8] = *b"CHIMAERA";
-/// Bumped whenever anything in a segment changes shape.
-pub const LAYOUT_VERSION: u32 = 3;
-/// The value of `ready` once the creator has finished.
-pub const READY: u32 = 0x5245_4459;
-/// Data starts one page in, so the header never shares a page with task data.
-pub const HEADER_SIZE: u64 = 4096;
-/// Where POSIX shared memory lives on Linux.
-pub const SHM_DIR: &str = "/dev/shm";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum SegmentKind {
-    Main = 1,
-    ClientData = 2,
-    RuntimeData = 3,
-}
-
-impl SegmentKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            SegmentKind::Main => "main",
-            SegmentKind::ClientData => "client data",
-            SegmentKind::RuntimeData => "runtime data",
-        }
-    }
-}
-
-/// The first bytes of every segment.
-#[repr(C)]
-pub struct SegmentHeader {
-    pub magic: [u8; 8],
-    pub layout_version: u32,
-    /// A [`SegmentKind`] value.
-    pub kind: u32,
-    /// Total bytes of the segment, header included.
-    pub size: u64,
-    /// Offset of the first data byte.
-    pub data_offset: u64,
-    pub owner_pid: u32,
-    pub owner_uid: u32,
-    pub created_unix_ms: u64,
-    /// [`READY`] once everything above is written; stored last, with Release.
-    pub ready: AtomicU32,
-    pub _reserved: u32,
-}
-
-/// A copy of a header as read by someone who does not own the segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderInfo {
-    pub magic_ok: bool,
-    pub layout_version: u32,
-    pub kind: u32,
-    pub size: u64,
-    pub owner_pid: u32,
-    pub owner_uid: u32,
-    pub created_unix_ms: u64,
-    pub ready: bool,
-}
-
-impl HeaderInfo {
-    /// Reads the header of an open segment without mapping it.
-    pub fn read(file: &File) -> io::Result<Option<HeaderInfo>> {
-        let mut buf = [0u8; size_of::<SegmentHeader>()];
-        if file.metadata()?.len() < HEADER_SIZE {
-            return Ok(None);
-        }
-        file.read_exact_at(&mut buf, 0)?;
-        let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
-        let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
-        use std::mem::offset_of;
-        Ok(Some(HeaderInfo {
-            magic_ok: buf[..8] == MAGIC,
-            layout_version: u32_at(offset_of!(SegmentHeader, layout_version)),
-            kind: u32_at(offset_of!(SegmentHeader, kind)),
-            size: u64_at(offset_of!(SegmentHeader, size)),
-            owner_pid: u32_at(offset_of!(SegmentHeader, owner_pid)),
-            owner_uid: u32_at(offset_of!(SegmentHeader, owner_uid)),
-            created_unix_ms: u64_at(offset_of!(SegmentHeader, created_unix_ms)),
-            ready: u32_at(offset_of!(SegmentHeader, ready)) == READY,
-        }))
-    }
-
-    /// Refuses a segment this build cannot read.
-    pub fn check(&self, name: &str) -> Result<(), ShmError> {
-        if !self.magic_ok {
-            return Err(ShmError::Foreign {
-                segment: name.into(),
-                why: "it does not start with the chimaera magic".into(),
-            });
-        }
-        if self.layout_version != LAYOUT_VERSION {
-            return Err(ShmError::VersionMismatch {
-                segment: name.into(),
-                found: self.layout_version,
-            });
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
@@ -139,14 +40,8 @@ pub enum ShmError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "shared-memory segment {segment} is not a chimaera segment ({why}); remove /dev/shm/{segment} or choose another name"
-    )]
-    Foreign { segment: String, why: String },
-    #[error(
-        "shared-memory segment {segment} has layout version {found}, this chimaera uses {LAYOUT_VERSION}: run a client and runtime of the same release"
-    )]
-    VersionMismatch { segment: String, found: u32 },
+    #[error(transparent)]
+    Header(#[from] HeaderError),
 }
 
 fn advice(e: &io::Error) -> &'static str {
@@ -223,11 +118,11 @@ impl Segment {
     }
 
     /// The bytes after the header, where the segment's structures live.
-    pub fn data_region(&self) -> crate::alloc::Region {
+    pub fn data_region(&self) -> chimaera_proto::alloc::Region {
         // SAFETY: the map spans len() bytes from base and outlives users of
         // the region (the runtime drops its engine before its segments).
         unsafe {
-            crate::alloc::Region::new(
+            chimaera_proto::alloc::Region::new(
                 self.base.add(HEADER_SIZE as usize),
                 self.map.len() - HEADER_SIZE as usize,
             )
@@ -268,7 +163,7 @@ impl Segment {
             data_offset: HEADER_SIZE,
             owner_pid: sys::pid(),
             owner_uid: sys::euid(),
-            created_unix_ms: crate::unix_ms(),
+            created_unix_ms: chimaera_proto::unix_ms(),
             ready: AtomicU32::new(0),
             _reserved: 0,
         };

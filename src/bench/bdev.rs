@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{BenchDaemon, free_port};
-use crate::client::TaskHandle;
 use crate::modules::bdev::{BdevClient, IoBuf};
+use chimaera_client::TaskHandle;
 
 #[derive(Debug, Serialize)]
 pub struct BdevReport {

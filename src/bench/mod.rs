@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::client::{Client, Task};
-use crate::engine::sync::now_ns;
 use crate::modules::admin;
+use chimaera_client::{Client, Task};
+use chimaera_proto::sync::now_ns;
 
 #[derive(Debug, Serialize)]
 pub struct LocalReport {
@@ -232,7 +232,7 @@ const PING: Task<'static> = Task {
     pool: admin::POOL_ID,
     method: admin::method::PING,
     input: &[],
-    route: crate::wire::Route::Local,
+    route: chimaera_proto::wire::Route::Local,
 };
 
 fn sync_rtts(client: &Client, samples: usize) -> Result<Vec<u64>, String> {
@@ -264,7 +264,7 @@ pub(crate) fn pipelined(
     while start.elapsed() < time {
         for _ in 0..256 {
             if inflight.len() == window {
-                let h: crate::client::TaskHandle = inflight.pop_front().expect("window is full");
+                let h: chimaera_client::TaskHandle = inflight.pop_front().expect("window is full");
                 h.wait().map_err(|e| e.to_string())?;
                 done += 1;
             }

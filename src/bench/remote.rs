@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{BenchDaemon, free_port, percentile, pipelined};
-use crate::client::Task;
-use crate::engine::sync::now_ns;
 use crate::modules::admin;
-use crate::wire::{self, Frame, HeaderFields, Route};
+use chimaera_client::Task;
+use chimaera_proto::sync::now_ns;
+use chimaera_proto::wire::{self, Frame, HeaderFields, Route};
 
 #[derive(Debug, Serialize)]
 pub struct RemoteReport {

@@ -6,14 +6,16 @@
 //! all read that one table, so a key cannot be parsed in one place and
 //! forgotten in another.
 //!
-//! Nothing here creates anything: [`load`] and [`check_shm_space`] are exactly
-//! what `chimaera config check`, the Docker entrypoint and the daemon run.
+//! Nothing here creates anything or looks at the machine: what needs it
+//! (this node's hostfile line, the cluster key file, the group, the
+//! segments' layout and /dev/shm) is `crate::preflight`, which runs this
+//! first. `preflight::load_and_check` is exactly what `chimaera config
+//! check`, the Docker entrypoint and the daemon run.
 
 pub mod hostfile;
 pub mod size;
 pub mod yaml;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use self::size::{human, parse_size};
 use self::yaml::{Loc, Node};
 
-/// Where the packaged conffile lives; used when neither `--config` nor
-/// `CHI_SERVER_CONF` names a file.
-pub const SYSTEM_CONFIG_PATH: &str = "/etc/chimaera/chimaera_config.yaml";
+pub use chimaera_client::locate::{
+    Env, LoadOptions, SERVER_CONF_ENV, SYSTEM_CONFIG_PATH, current_user, default_run_dirs,
+    expand_name,
+};
+pub use chimaera_proto::header::SegmentNames;
 
 /// The defaults as a file; a test keeps it equal to [`Config::default`].
 pub const DEFAULT_YAML: &str = include_str!("../../config/chimaera_default.yaml");
@@ -268,7 +272,7 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
             "{c:?} in pool name {name:?}: use letters, digits, '_', '-' and '.'"
         ));
     }
-    if name == crate::modules::admin::POOL_NAME {
+    if name == chimaera_proto::admin::POOL_NAME {
         return Err("\"admin\" is the runtime's own pool".into());
     }
     Ok(())
@@ -595,9 +599,6 @@ keys! {
         "Address the Prometheus endpoint listens on: 127.0.0.1 keeps it on this host; 0.0.0.0 or :: opens it to the network.";
 }
 
-/// The environment variable naming the configuration file.
-pub const SERVER_CONF_ENV: &str = "CHI_SERVER_CONF";
-
 pub fn find_key(path: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.path() == path)
 }
@@ -667,48 +668,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// The process environment as read once, so that loading is a pure function
-/// of its inputs and tests never touch the real environment.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    vars: BTreeMap<String, String>,
-}
-
-impl Env {
-    pub fn from_process() -> Env {
-        Env {
-            vars: std::env::vars_os()
-                .map(|(k, v)| {
-                    (
-                        k.to_string_lossy().into_owned(),
-                        v.to_string_lossy().into_owned(),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Env {
-        Env {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
-    }
-
-    /// A variable that is set and not empty.
-    pub fn non_empty(&self, name: &str) -> Option<&str> {
-        self.get(name).filter(|v| !v.is_empty())
-    }
-}
-
 /// Where the configuration came from, for logs and `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -722,20 +681,6 @@ impl fmt::Display for ConfigSource {
             ConfigSource::Builtin => f.write_str("built-in defaults"),
             ConfigSource::File(p) => write!(f, "{}", p.display()),
         }
-    }
-}
-
-/// Names with `${USER}` expanded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SegmentNames {
-    pub main: String,
-    pub client_data: String,
-    pub runtime_data: String,
-}
-
-impl SegmentNames {
-    pub fn all(&self) -> [&str; 3] {
-        [&self.main, &self.client_data, &self.runtime_data]
     }
 }
 
@@ -753,39 +698,23 @@ pub struct Loaded {
     /// when given, else found by this machine's addresses and zmq port.
     pub node_id: u32,
     /// The cluster key read from `network.cluster_key_file`, if one is set.
-    pub cluster_key: Option<crate::wire::ClusterKey>,
+    pub cluster_key: Option<chimaera_proto::wire::ClusterKey>,
     /// Things worth saying that do not stop the start (an unknown CHI_* variable).
     pub warnings: Vec<String>,
 }
 
-/// What to load: the `--config` file and `--set` flags of the command line.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub config_path: Option<PathBuf>,
-    pub sets: Vec<String>,
-    /// The conffile used when nothing names a file; None never looks.
-    pub system_config: Option<PathBuf>,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            config_path: None,
-            sets: Vec::new(),
-            system_config: Some(PathBuf::from(SYSTEM_CONFIG_PATH)),
+impl Loaded {
+    /// Where clients find the runtime this configuration describes.
+    pub fn locator(&self) -> chimaera_client::Locator {
+        chimaera_client::Locator {
+            names: self.names.clone(),
+            run_dir: self.run_dir_configured.then(|| self.run_dir.clone()),
+            config: match &self.source {
+                ConfigSource::File(p) => Some(p.clone()),
+                ConfigSource::Builtin => None,
+            },
         }
     }
-}
-
-/// The user the `${USER}` of segment names stands for: $USER, else the name of
-/// the effective uid, else the uid itself. Never empty, so two users never
-/// share segments by accident.
-pub fn current_user(env: &Env) -> String {
-    if let Some(user) = env.non_empty("USER") {
-        return user.to_string();
-    }
-    let uid = crate::sys::euid();
-    crate::sys::user_name(uid).unwrap_or_else(|| uid.to_string())
 }
 
 fn check_name_chars(raw: &str) -> Result<(), String> {
@@ -814,11 +743,6 @@ fn check_name_chars(raw: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Expands `${USER}` in a segment name.
-pub fn expand_name(raw: &str, user: &str) -> String {
-    raw.replace("${USER}", user)
 }
 
 /// Parses one raw value for `key`. `plain` is false for quoted YAML scalars,
@@ -1191,9 +1115,10 @@ pub fn config_file(opts: &LoadOptions, env: &Env) -> Result<Option<PathBuf>, Pro
     Ok(opts.system_config.clone().filter(|p| p.is_file()))
 }
 
-/// Reads, overlays and validates the configuration. All problems are
-/// returned together; nothing is created.
-pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
+/// Reads, overlays and validates the configuration against its own rules.
+/// All problems are collected together; nothing is created. The error is
+/// only for a file that cannot be named or read.
+pub fn collect(opts: &LoadOptions, env: &Env) -> Result<Collected, ConfigErrors> {
     let mut c = Collector {
         config: Config::default(),
         problems: Vec::new(),
@@ -1226,12 +1151,12 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
     };
 
     let mut warnings = Vec::new();
-    for (name, value) in &env.vars {
+    for (name, value) in env.vars() {
         if !name.starts_with("CHI_") || name == SERVER_CONF_ENV {
             continue;
         }
-        match KEYS.iter().find(|k| k.env == Some(name.as_str())) {
-            Some(key) => c.apply(key, Origin::Env(name.clone()), value, true, false),
+        match KEYS.iter().find(|k| k.env == Some(name)) {
+            Some(key) => c.apply(key, Origin::Env(name.to_string()), value, true, false),
             None => warnings.push(format!(
                 "environment variable {name} is not a chimaera setting and is ignored{}",
                 hint(name, KEYS.iter().filter_map(|k| k.env))
@@ -1269,31 +1194,64 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
         config,
         mut problems,
     } = c;
-    let derived = validate(&config, env, &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigErrors(problems));
-    }
-    let Derived {
-        names,
-        hosts,
-        node_id,
-        cluster_key,
-    } = derived.expect("derived values exist when no problem was found");
-    let (run_dir, run_dir_configured) = run_dir(&config, env);
-    Ok(Loaded {
+    let (names, hosts) = validate(&config, env, &mut problems);
+    Ok(Collected {
         config,
         source,
         names,
-        run_dir,
-        run_dir_configured,
         hosts,
-        node_id,
-        cluster_key,
+        problems,
         warnings,
     })
 }
 
-fn check(problems: &mut Vec<Problem>, key: &str, message: String) {
+/// The configuration and every problem with it, before anything looked at
+/// the machine (what `crate::preflight` adds).
+#[derive(Debug)]
+pub struct Collected {
+    pub config: Config,
+    pub source: ConfigSource,
+    pub names: SegmentNames,
+    pub hosts: Vec<hostfile::HostEntry>,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+impl Collected {
+    /// The configuration with what the machine gave (`node_id`,
+    /// `cluster_key`), or every problem found.
+    pub fn finish(
+        self,
+        env: &Env,
+        node_id: u32,
+        cluster_key: Option<chimaera_proto::wire::ClusterKey>,
+    ) -> Result<Loaded, ConfigErrors> {
+        if !self.problems.is_empty() {
+            return Err(ConfigErrors(self.problems));
+        }
+        let (run_dir, run_dir_configured) = run_dir(&self.config, env);
+        Ok(Loaded {
+            config: self.config,
+            source: self.source,
+            names: self.names,
+            run_dir,
+            run_dir_configured,
+            hosts: self.hosts,
+            node_id,
+            cluster_key,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// Reads, overlays and checks the configuration on its own terms, without
+/// the machine: `node_id` is 0 and no cluster key is read.
+/// `crate::preflight::load` is what the daemon and `config check` run.
+pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
+    collect(opts, env)?.finish(env, 0, None)
+}
+
+pub fn check(problems: &mut Vec<Problem>, key: &str, message: String) {
     problems.push(Problem {
         origin: Origin::Check,
         key: key.into(),
@@ -1301,9 +1259,13 @@ fn check(problems: &mut Vec<Problem>, key: &str, message: String) {
     });
 }
 
-/// Rules across keys, and references to the system (group, hostfile, which
-/// hostfile line this machine is).
-fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<Derived> {
+/// Rules across keys, and the hostfile the configuration names (read and
+/// parsed; which line is this machine is `crate::preflight`'s to say).
+fn validate(
+    config: &Config,
+    env: &Env,
+    problems: &mut Vec<Problem>,
+) -> (SegmentNames, Vec<hostfile::HostEntry>) {
     let m = &config.memory;
     let total = config.total_segment_size();
     if total > m.shm_size {
@@ -1319,15 +1281,6 @@ fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<D
                 human(m.shm_size)
             ),
         );
-    }
-
-    if let Err(e) = crate::engine::layout::Layout::compute(
-        m.main_segment_size,
-        crate::shm::HEADER_SIZE,
-        config.workers.sched_threads,
-        config.performance.queue_depth,
-    ) {
-        check(problems, "memory.main_segment_size", e);
     }
 
     let user = current_user(env);
@@ -1370,14 +1323,6 @@ fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<D
         }
     }
 
-    if !s.group.is_empty() && crate::sys::group_id(&s.group).is_none() {
-        check(
-            problems,
-            "shared_memory.group",
-            format!("group {:?} does not exist on this system", s.group),
-        );
-    }
-
     let mut hosts = Vec::new();
     if !config.network.hostfile.is_empty() {
         match std::fs::read_to_string(&config.network.hostfile) {
@@ -1406,17 +1351,6 @@ fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<D
         }
     }
 
-    // Which line is this node: only once the hostfile itself is fine.
-    let mut node_id = 0;
-    if problems.is_empty() {
-        let n = &config.network;
-        match crate::cluster::identify_here(&hosts, n.zmq_port, n.node_id.explicit()) {
-            Ok(id) => node_id = id,
-            Err(e) if hosts.is_empty() => check(problems, e.key(), e.to_string()),
-            Err(e) => check(problems, e.key(), format!("{}: {e}", n.hostfile)),
-        }
-    }
-
     let mon = &config.monitoring;
     if mon.metrics_port != 0 && mon.metrics_port == config.network.zmq_port {
         check(
@@ -1429,28 +1363,7 @@ fn validate(config: &Config, env: &Env, problems: &mut Vec<Problem>) -> Option<D
         );
     }
 
-    let mut cluster_key = None;
-    if !config.network.cluster_key_file.is_empty() {
-        match crate::wire::ClusterKey::from_file(&config.network.cluster_key_file) {
-            Ok(k) => cluster_key = Some(k),
-            Err(e) => check(problems, "network.cluster_key_file", e.to_string()),
-        }
-    }
-
-    problems.is_empty().then_some(Derived {
-        names,
-        hosts,
-        node_id,
-        cluster_key,
-    })
-}
-
-/// What [`validate`] works out on the way.
-struct Derived {
-    names: SegmentNames,
-    hosts: Vec<hostfile::HostEntry>,
-    node_id: u32,
-    cluster_key: Option<crate::wire::ClusterKey>,
+    (names, hosts)
 }
 
 /// The run directory: the configured one, else systemd's RUNTIME_DIRECTORY,
@@ -1461,60 +1374,6 @@ pub fn run_dir(config: &Config, env: &Env) -> (PathBuf, bool) {
         return (PathBuf::from(&config.runtime.run_dir), true);
     }
     (default_run_dirs(env).remove(0), false)
-}
-
-/// Where a runtime may have put its discovery file when none is configured,
-/// most likely first. Clients search them all, since the daemon may run as
-/// another user (systemd's `chimaera`, or root).
-pub fn default_run_dirs(env: &Env) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(rd) = env.non_empty("RUNTIME_DIRECTORY") {
-        dirs.push(PathBuf::from(rd.split(':').next().unwrap_or(rd)));
-    }
-    let uid = crate::sys::euid();
-    let xdg = env
-        .non_empty("XDG_RUNTIME_DIR")
-        .map(|x| PathBuf::from(x).join("chimaera"));
-    let system = PathBuf::from("/run/chimaera");
-    let tmp = PathBuf::from(format!("/tmp/chimaera-{uid}"));
-    if uid == 0 {
-        dirs.push(system);
-        dirs.extend(xdg);
-    } else {
-        dirs.extend(xdg);
-        dirs.push(tmp);
-        dirs.push(system);
-    }
-    dirs.dedup();
-    dirs
-}
-
-/// The /dev/shm rule: the segments must fit in the free space of the shm
-/// filesystem actually mounted, not only in the declared size.
-pub fn check_shm_space(config: &Config, shm_dir: &Path) -> Result<(), Problem> {
-    let total = config.total_segment_size();
-    let (size, free) = crate::sys::fs_space(shm_dir).map_err(|e| Problem {
-        origin: Origin::Check,
-        key: "memory.shm_size".into(),
-        message: format!(
-            "cannot inspect {} ({e}); POSIX shared memory needs a tmpfs mounted there",
-            shm_dir.display()
-        ),
-    })?;
-    if total > free {
-        return Err(Problem {
-            origin: Origin::Check,
-            key: "memory.shm_size".into(),
-            message: format!(
-                "Total segment size exceeds shared memory size: the segments need {} but {} has {} free (of {}); give the container more (docker run --shm-size, compose shm_size) or lower the segment sizes",
-                human(total),
-                shm_dir.display(),
-                human(free),
-                human(size)
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// Keys whose value differs between two configurations, with both values.
@@ -1539,15 +1398,6 @@ pub fn to_yaml(loaded: &Loaded) -> String {
         "# effective chimaera configuration (source: {}; then CHI_* environment and --set)\n{body}",
         loaded.source
     )
-}
-
-/// [`load`], then the /dev/shm rule: everything the daemon checks before it
-/// creates anything, and so everything `chimaera config check` checks.
-pub fn load_and_check(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
-    let loaded = load(opts, env)?;
-    check_shm_space(&loaded.config, Path::new(crate::shm::SHM_DIR))
-        .map_err(|p| ConfigErrors(vec![p]))?;
-    Ok(loaded)
 }
 
 #[cfg(test)]

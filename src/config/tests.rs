@@ -1,4 +1,5 @@
 use super::*;
+use crate::preflight::{check_shm_space, load};
 use std::io::Write;
 
 fn write_temp(text: &str) -> tempfile::NamedTempFile {

@@ -1,34 +1,41 @@
-//! The task engine: lanes, records, workers and the runtime side of tasks.
+//! The task engine: workers, reapers, pools and the runtime side of tasks.
 //!
-//! Pure parts (the lane ring, the record pool, the layout) are tested on
-//! plain memory; [`Engine`] puts them in the segments and runs the threads.
+//! The protocol it serves (lanes, records, layout) is `chimaera_proto`'s;
+//! [`Engine`] puts it in the segments and runs the threads. Modules are
+//! above it (the admin module is handed in by whoever starts the engine),
+//! and so is the network layer, which it reaches through [`remote::Remote`].
 
-pub mod lane;
-pub mod layout;
-pub mod record;
+pub mod meter;
+pub mod pools;
+pub mod remote;
 pub mod runtime;
-pub mod sync;
+
+// The protocol's parts under the names they had when they lived here.
+pub use chimaera_proto::{lane, layout, record, sync};
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Weak, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use slog::{info, warn};
 
-use crate::alloc::Arena;
+use chimaera_module::Module;
+use chimaera_proto::admin;
+use chimaera_proto::alloc::Arena;
+
 use crate::config::{Config, LaneMapPolicy};
-use crate::module::{Module, Registry};
-use crate::modules::admin;
 use crate::shm::{HEADER_SIZE, Segments};
 use layout::{Layout, View};
+use pools::Registry;
+use remote::{Attached, Remote};
 use runtime::{RuntimeCore, Worker};
 
 pub fn lane_policy_code(p: LaneMapPolicy) -> u32 {
     match p {
-        LaneMapPolicy::RoundRobin => 0,
-        LaneMapPolicy::Random => 1,
-        LaneMapPolicy::MapByPidTid => 2,
+        LaneMapPolicy::RoundRobin => layout::LANE_ROUND_ROBIN,
+        LaneMapPolicy::Random => layout::LANE_RANDOM,
+        LaneMapPolicy::MapByPidTid => layout::LANE_MAP_BY_PID_TID,
     }
 }
 
@@ -37,17 +44,20 @@ pub struct Engine {
     pub core: Arc<RuntimeCore>,
     workers: Vec<JoinHandle<()>>,
     reapers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
-    net: Option<crate::net::Net>,
+    /// The network layer, stopped in its place in [`Engine::stop`].
+    net: Option<Box<dyn Attached>>,
     segments: Option<Segments>,
 }
 
 impl Engine {
-    /// Lays out the segments, creates the admin pool and starts the workers
-    /// (pinned, one per allowed CPU in turn) and reapers.
+    /// Lays out the segments, creates the admin pool (pool 0, from the
+    /// module `admin` makes for this engine) and starts the workers (pinned,
+    /// one per allowed CPU in turn) and reapers.
     pub fn start(
         config: &Config,
         segments: Segments,
         mut registry: Registry,
+        admin: impl FnOnce(Weak<RuntimeCore>) -> Arc<dyn Module>,
         log: &slog::Logger,
     ) -> Result<Engine, String> {
         let workers = config.workers.sched_threads;
@@ -76,17 +86,23 @@ impl Engine {
             Arena::format(segments.client_data.data_region()).map_err(|e| e.to_string())?;
         let runtime_arena =
             Arena::format(segments.runtime_data.data_region()).map_err(|e| e.to_string())?;
-        let admin_module: Arc<dyn Module> = Arc::new(admin::AdminModule);
-        registry.register(admin_module.clone());
-        let core = Arc::new(RuntimeCore::new(
-            view,
-            client_arena,
-            runtime_arena,
-            registry,
-            config.performance.stack_size as usize,
-            timeout_ns,
-            log.clone(),
-        ));
+        let stack_size = config.performance.stack_size as usize;
+        let core = Arc::new_cyclic(|weak| {
+            registry.register(admin(weak.clone()));
+            RuntimeCore::new(
+                view,
+                client_arena,
+                runtime_arena,
+                registry,
+                stack_size,
+                timeout_ns,
+                log.clone(),
+            )
+        });
+        let admin_module = core
+            .registry
+            .get(admin::POOL_NAME)
+            .ok_or_else(|| format!("the admin module is not named {:?}", admin::POOL_NAME))?;
         core.pools.insert(
             Some(admin::POOL_ID),
             admin::POOL_NAME,
@@ -164,7 +180,7 @@ impl Engine {
     pub fn compose(
         &self,
         specs: &[crate::config::PoolSpec],
-    ) -> Result<Vec<crate::module::PoolInfo>, String> {
+    ) -> Result<Vec<chimaera_module::PoolInfo>, String> {
         let mut made = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let at = if spec.line > 0 {
@@ -191,16 +207,12 @@ impl Engine {
         Ok(made)
     }
 
-    /// Starts the network layer on this engine: tasks with a route reach
-    /// other nodes from here on.
-    pub fn start_net(
-        &mut self,
-        cfg: crate::net::NetConfig,
-        log: &slog::Logger,
-    ) -> Result<&crate::net::Net, crate::net::NetError> {
-        let net = crate::net::Net::start(self.core.clone(), cfg, log)?;
-        let _ = self.core.net.set(net.shared.clone());
-        Ok(self.net.insert(net))
+    /// Attaches a network layer started on this engine: tasks with a route
+    /// reach other nodes from here on, and [`Engine::stop`] stops `layer`
+    /// after the workers drained.
+    pub fn attach_network(&mut self, remote: Arc<dyn Remote>, layer: Box<dyn Attached>) {
+        self.core.attach_remote(remote);
+        self.net = Some(layer);
     }
 
     /// The segments, for publishing and for the discovery file.

@@ -17,7 +17,6 @@
 //! the timekeeper: it completes with a timeout the tasks that outlive
 //! `runtime.task_timeout` while their worker is busy elsewhere or stuck.
 
-use std::cell::UnsafeCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
@@ -27,15 +26,34 @@ use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use slog::{info, warn};
 
-use super::lane::Lane;
-use super::layout::{self, View, WorkerSlot};
-use super::record::{
+use chimaera_module::{Container, Subtask, TaskContext, TaskError, TaskHost, TaskInfo};
+use chimaera_proto::alloc::Arena;
+use chimaera_proto::lane::Lane;
+use chimaera_proto::layout::{self, View, WorkerSlot};
+use chimaera_proto::protocol::{
+    FLAG_FORWARDED, FLAG_IN_RUNTIME_ARENA, FLAG_PARKED, NET_WAKER, NETWORK_EXECUTOR,
+    check_payload_len, fill_record, free_payloads, output_bytes, payload, process_start_time,
+    ring_lane, ring_lane_force,
+};
+use chimaera_proto::record::{
     self, Completion, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status,
 };
-use super::sync::{coarse_now_ns, futex_wait, futex_wake, now_ns, prefetch_for_write, relax};
-use crate::alloc::Arena;
-use crate::metrics::{Meter, Slots, WorkerMeter};
-use crate::module::{Container, Pool, PoolTable, Registry, Suspend, TaskContext, TaskError};
+use chimaera_proto::sync::{
+    coarse_now_ns, futex_wait, futex_wake, now_ns, prefetch_for_write, relax,
+};
+
+use super::meter::{Meter, Slots, TaskMetrics, WorkerMeter};
+use super::pools::{Pool, PoolTable, Registry};
+use super::remote::{Decision, Note, Remote};
+
+/// Why a task's coroutine gave up its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suspend {
+    /// Run again on the next pass.
+    Yield,
+    /// Run again when this record is done.
+    Wait(u32),
+}
 
 /// Records a worker takes per pass before it looks at parked tasks.
 pub const BATCH: usize = 32;
@@ -53,20 +71,8 @@ const STREAM_MIN: usize = 2;
 /// a task that arrives during one waits for it: at 3 µs two synchronous
 /// callers sharing a worker saw their p99 go from 0.7 to 1.2 µs.
 const STREAM_PAUSE_NS: u64 = 1_500;
-/// Task input lives in the runtime data segment (a subtask's), not the client's.
-pub const FLAG_IN_RUNTIME_ARENA: u32 = 1;
-/// The task's coroutine is parked on a worker (set before the worker stops
-/// showing the record as running).
-pub const FLAG_PARKED: u32 = 1 << 31;
-/// The task was handed to the network thread (set before the worker stops
-/// showing the record as running), which now holds its runtime reference.
-pub const FLAG_FORWARDED: u32 = 1 << 30;
 /// Stacks a worker keeps for reuse.
 const STACK_POOL: usize = 64;
-/// The id of the executor the network thread runs peers' quick tasks on
-/// ([`Worker::for_network`]). Their subtasks name `id + 1`, the network
-/// thread's waker, so that a subtask's completion wakes that thread.
-pub const NETWORK_EXECUTOR: u32 = crate::net::transport::NET_WAKER - 1;
 
 pub struct RuntimeCore {
     pub view: View,
@@ -79,11 +85,11 @@ pub struct RuntimeCore {
     pub log: slog::Logger,
     pub(crate) stop: AtomicBool,
     rr: AtomicU32,
-    /// The network layer, once the daemon started it.
-    pub(crate) net: OnceLock<Arc<crate::net::NetShared>>,
+    /// The network layer, once the daemon attached one.
+    pub(crate) net: OnceLock<Arc<dyn Remote>>,
     /// Tasks per pool and method, and their latencies, counted by the
     /// workers for the metrics endpoint.
-    pub metrics: crate::metrics::TaskMetrics,
+    pub metrics: TaskMetrics,
 }
 
 // SAFETY: the view's references point into shared memory that lives as long
@@ -103,7 +109,7 @@ impl RuntimeCore {
         task_timeout_ns: u64,
         log: slog::Logger,
     ) -> RuntimeCore {
-        let metrics = crate::metrics::TaskMetrics::new(view.lanes.len());
+        let metrics = TaskMetrics::new(view.lanes.len());
         RuntimeCore {
             view,
             client_arena,
@@ -275,9 +281,9 @@ impl RuntimeCore {
                 } else if waiter {
                     futex_wake(&rec.state, i32::MAX);
                 }
-                if waker == crate::net::transport::NET_WAKER {
+                if waker == NET_WAKER {
                     if let Some(net) = self.net.get() {
-                        net.post(crate::net::Note::Done(idx));
+                        net.post(Note::Done(idx));
                     }
                 } else if waker != record::NO_WAKER {
                     self.ring(waker - 1);
@@ -357,8 +363,19 @@ impl RuntimeCore {
         Ok(idx)
     }
 
-    pub fn pools(&self) -> Vec<crate::module::PoolInfo> {
+    pub fn pools(&self) -> Vec<chimaera_module::PoolInfo> {
         self.pools.list()
+    }
+
+    /// The network layer's view of the cluster, when one is attached.
+    pub fn cluster_stats(&self) -> Option<chimaera_proto::admin::ClusterStats> {
+        self.net.get().map(|n| n.cluster_stats())
+    }
+
+    /// Attaches a network layer: tasks with a route reach other nodes from
+    /// here on. The first one stays.
+    pub(crate) fn attach_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.net.set(remote);
     }
 
     /// Asks every worker to finish and wakes them all.
@@ -374,125 +391,83 @@ impl RuntimeCore {
     }
 }
 
-/// Payload bytes: in the record when `off` is INLINE, else a block of
-/// `arena`. The caller holds a reference to the record and has acquired the
-/// state that published the bytes, so they are complete and stay allocated.
-fn payload<'r>(
-    arena: &'r Arena,
-    inline: &'r UnsafeCell<[u8; INLINE_BYTES]>,
-    off: u64,
-    len: u32,
-) -> &'r [u8] {
-    let len = len as usize;
-    if off == INLINE {
-        // SAFETY: written before the publishing store the caller acquired;
-        // nobody writes these bytes while a reader may hold them.
-        unsafe { &(&*inline.get())[..len.min(INLINE_BYTES)] }
-    } else {
-        // SAFETY: the block holds at least len bytes (its allocator sized it
-        // so) and stays allocated until the record is freed.
-        unsafe { std::slice::from_raw_parts(arena.ptr(off), len) }
+/// A running task, as its module reaches the runtime (through
+/// [`TaskContext`]): the record it runs, its worker's yielder and the
+/// subtasks it submitted, whose references it gives back when it ends.
+struct EngineTask<'a> {
+    core: &'a RuntimeCore,
+    worker: u32,
+    rec: &'a TaskRecord,
+    yielder: &'a Yielder<(), Suspend>,
+    subtasks: Vec<u32>,
+}
+
+impl TaskHost for EngineTask<'_> {
+    fn input(&self) -> &[u8] {
+        self.core.input_of(self.rec)
+    }
+
+    fn set_output(&mut self, bytes: &[u8]) -> Result<(), TaskError> {
+        self.core.set_output(self.rec, bytes)
+    }
+
+    fn output_buffer(&mut self, len: usize) -> Result<&mut [u8], TaskError> {
+        let ptr = self.core.output_buffer(self.rec, len)?;
+        // SAFETY: the output holds `len` bytes and stays allocated until it
+        // is replaced (which takes `&mut self`, so not while this slice
+        // lives) or the record is freed (not before this task completes);
+        // this task's runner is the only one that touches it before DONE.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+    }
+
+    fn yield_now(&self) {
+        self.yielder.suspend(Suspend::Yield);
+    }
+
+    fn submit(
+        &mut self,
+        pool: u32,
+        method: u32,
+        input: &[u8],
+        local: bool,
+    ) -> Result<Subtask, TaskError> {
+        let idx =
+            self.core
+                .submit_internal(self.worker, pool, method, input, local, self.yielder)?;
+        self.subtasks.push(idx);
+        Ok(Subtask::new(idx))
+    }
+
+    fn wait(&self, sub: &Subtask) -> Result<Vec<u8>, TaskError> {
+        // Only this task's own subtasks hold a reference that keeps their
+        // record from being reused while it is read.
+        if !self.subtasks.contains(&sub.id()) {
+            return Err(TaskError::Failed(format!(
+                "subtask {} was not submitted by this task",
+                sub.id()
+            )));
+        }
+        let rec = self.core.view.records.get(sub.id());
+        while rec.phase() != record::DONE {
+            self.yielder.suspend(Suspend::Wait(sub.id()));
+        }
+        match rec.status() {
+            status::OK => Ok(self.core.output_of(rec).to_vec()),
+            status::TIMED_OUT => Err(TaskError::Failed("subtask timed out".into())),
+            s => Err(TaskError::Failed(format!(
+                "subtask failed (status {s}): {}",
+                String::from_utf8_lossy(self.core.output_of(rec))
+            ))),
+        }
     }
 }
 
-/// A completed task's output, where the completer put it (valid once DONE
-/// was acquired and while a reference to the record is held).
-pub fn output_bytes<'r>(runtime_arena: &'r Arena, rec: &'r TaskRecord) -> &'r [u8] {
-    payload(
-        runtime_arena,
-        &rec.inline_out,
-        rec.out_offset.load(Ordering::Relaxed),
-        rec.out_len.load(Ordering::Relaxed),
-    )
-}
-
-/// Frees a record's payload blocks; runs once, when its last reference goes.
-pub fn free_payloads(client_arena: &Arena, runtime_arena: &Arena, rec: &TaskRecord) {
-    let inp = rec.in_offset.load(Ordering::Relaxed);
-    if inp != INLINE {
-        let arena = if rec.flags.load(Ordering::Relaxed) & FLAG_IN_RUNTIME_ARENA != 0 {
-            runtime_arena
-        } else {
-            client_arena
-        };
-        let _ = arena.free(inp);
+impl Drop for EngineTask<'_> {
+    fn drop(&mut self) {
+        for idx in self.subtasks.drain(..) {
+            self.core.release(idx, record::REF_CLIENT);
+        }
     }
-    let out = rec.out_offset.load(Ordering::Relaxed);
-    if out != INLINE {
-        let _ = runtime_arena.free(out);
-    }
-}
-
-/// Records carry payload lengths in 32 bits: a longer one is refused, not
-/// cut short.
-pub fn check_payload_len(len: usize, what: &str) -> Result<(), String> {
-    if u32::try_from(len).is_err() {
-        return Err(format!(
-            "a task's {what} is at most 4 GiB - 1 bytes; this one has {len}: split it into several tasks"
-        ));
-    }
-    Ok(())
-}
-
-/// Writes a task into an allocated, unpublished record: header, deadline
-/// and input (inline when small, else a block of `arena` owned by `owner`).
-/// The error is the input length that found no room. Clients and the
-/// runtime share this, so a record always means the same thing.
-#[allow(clippy::too_many_arguments)]
-pub fn fill_record(
-    header: &layout::EngineHeader,
-    arena: &Arena,
-    rec: &TaskRecord,
-    pool: u32,
-    method: u32,
-    input: &[u8],
-    owner: u32,
-    flags: u32,
-) -> Result<(), usize> {
-    debug_assert!(
-        check_payload_len(input.len(), "input").is_ok(),
-        "callers check the length"
-    );
-    rec.pool_id.store(pool, Ordering::Relaxed);
-    rec.method.store(method, Ordering::Relaxed);
-    rec.flags.store(flags, Ordering::Relaxed);
-    let now = coarse_now_ns();
-    rec.submit_ns.store(now, Ordering::Relaxed);
-    rec.deadline_ns
-        .store(now + header.task_timeout_ns, Ordering::Relaxed);
-    if input.len() <= INLINE_BYTES {
-        // SAFETY: the record is allocated to the caller and not yet published.
-        unsafe { (&mut *rec.inline_in.get())[..input.len()].copy_from_slice(input) };
-    } else {
-        let off = arena.alloc(input.len(), owner).ok_or(input.len())?;
-        // SAFETY: the fresh block holds at least input.len() bytes.
-        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), arena.ptr(off), input.len()) };
-        rec.in_offset.store(off, Ordering::Relaxed);
-    }
-    rec.in_len.store(input.len() as u32, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Wakes a lane's worker if it announced sleep. Producers call this after
-/// every push; the common case is one load of a shared cache line.
-#[inline]
-pub fn ring_lane(lane: &Lane<'_>) {
-    if take_doorbell(lane) {
-        futex_wake(&lane.header.doorbell, 1);
-    }
-}
-
-/// True for the one producer that finds the lane's consumer asleep (or
-/// about to be) and must wake it; the load first keeps the common case, an
-/// awake consumer, free of a locked instruction.
-pub fn take_doorbell(lane: &Lane<'_>) -> bool {
-    lane.header.doorbell.load(Ordering::SeqCst) == 1
-        && lane.header.doorbell.swap(0, Ordering::SeqCst) == 1
-}
-
-fn ring_lane_force(lane: &Lane<'_>) {
-    lane.header.doorbell.store(0, Ordering::SeqCst);
-    futex_wake(&lane.header.doorbell, 1);
 }
 
 type TaskCoroutine = Coroutine<(), Suspend, Result<(), TaskError>, DefaultStack>;
@@ -786,7 +761,7 @@ impl Worker {
         if flags & record::ROUTE_MASK != 0 && Self::route_away(core, idx, rec, flags) {
             return;
         }
-        if rec.waker.load(Ordering::Relaxed) != crate::net::transport::NET_WAKER {
+        if rec.waker.load(Ordering::Relaxed) != chimaera_proto::protocol::NET_WAKER {
             self.local_pass = true;
         }
         let pool_id = rec.pool_id.load(Ordering::Relaxed);
@@ -827,15 +802,21 @@ impl Worker {
             // lives.
             let container = unsafe { &*container };
             let rec = core.view.records.get(idx);
-            let mut ctx = TaskContext {
+            let info = TaskInfo {
+                pool_id: rec.pool_id.load(Ordering::Relaxed),
+                method: rec.method.load(Ordering::Relaxed),
+                worker,
+                deadline_ns: rec.deadline_ns.load(Ordering::Relaxed),
+                record: idx,
+            };
+            let mut host = EngineTask {
                 core,
                 worker,
-                idx,
                 rec,
                 yielder,
                 subtasks: Vec::new(),
             };
-            container.run(&mut ctx)
+            container.run(&mut TaskContext::new(info, &mut host))
         });
         self.drive(coro, idx, meter);
     }
@@ -854,15 +835,15 @@ impl Worker {
             return true;
         };
         match net.decide(route) {
-            crate::net::Decision::Local => false,
-            crate::net::Decision::Fail(st, m) => {
+            Decision::Local => false,
+            Decision::Fail(st, m) => {
                 core.finish(idx, st, Some(&m), true);
                 true
             }
-            crate::net::Decision::Remote(_) | crate::net::Decision::Broadcast => {
+            Decision::Remote(_) | Decision::Broadcast => {
                 // Marked before `running` lets go of it (the orphan rule).
                 rec.flags.store(flags | FLAG_FORWARDED, Ordering::Release);
-                net.post(crate::net::Note::Forward(idx));
+                net.post(Note::Forward(idx));
                 true
             }
         }
@@ -956,20 +937,6 @@ impl Worker {
             std::mem::forget(p.coro);
         }
     }
-}
-
-/// A live process's start time in clock ticks since boot (field 22 of
-/// /proc/PID/stat); with the pid it names a process uniquely. None for a
-/// process that is gone, or a zombie (dead, only not yet waited for).
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    // Fields after the command: state is field 3, starttime field 22.
-    if matches!(fields.next(), Some("Z") | Some("X") | None) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 /// One reaper thread: clients with `slot % count == index`; index 0 also

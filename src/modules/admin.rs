@@ -2,88 +2,19 @@
 //! stop, flush, pool management, and a few diagnostic methods that the
 //! tests and `chimaera bench` lean on.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
+use chimaera_module::{Container, Module, PoolInfo, TaskContext, TaskError};
+use chimaera_proto::record;
+use chimaera_proto::sync::now_ns;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::record;
-use crate::engine::sync::now_ns;
-use crate::module::{Container, Module, PoolInfo, TaskContext, TaskError};
+use crate::engine::runtime::RuntimeCore;
 
-pub const POOL_ID: u32 = 0;
-pub const POOL_NAME: &str = "admin";
-
-/// Method numbers of the admin pool.
-pub mod method {
-    /// Does nothing: the round trip is the runtime's latency.
-    pub const PING: u32 = 0;
-    /// Output: [`super::Stats`] as JSON.
-    pub const STATS: u32 = 1;
-    /// Stops the runtime gracefully (the same path as SIGTERM).
-    pub const STOP: u32 = 2;
-    /// Completes once every lane is empty and no other task runs.
-    pub const FLUSH: u32 = 3;
-    /// Input: [`super::CreatePool`] JSON. Output: the pool's [`crate::module::PoolInfo`].
-    /// Get-or-create: an existing pool of that name and module is returned.
-    pub const CREATE_POOL: u32 = 4;
-    /// Input: [`super::PoolRef`] JSON.
-    pub const DESTROY_POOL: u32 = 5;
-    /// Output: JSON list of [`crate::module::PoolInfo`].
-    pub const LIST_POOLS: u32 = 6;
-    /// Output = input.
-    pub const ECHO: u32 = 7;
-    /// Input: u64 LE milliseconds. Sleeps by yielding: its worker runs others meanwhile.
-    pub const SLEEP: u32 = 8;
-    /// Input: u64 LE milliseconds. Busy-waits without yielding (a stuck module).
-    pub const SPIN: u32 = 9;
-    /// Input: u32 LE n. Submits n PING subtasks to its own lane and waits for
-    /// each; output: u32 LE count completed.
-    pub const FAN_OUT: u32 = 10;
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreatePool {
-    pub name: String,
-    pub module: String,
-    #[serde(default)]
-    pub params: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PoolRef {
-    Id { id: u32 },
-    Name { name: String },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WorkerStats {
-    pub tasks_done: u64,
-    pub lane_depth: u64,
-    pub cpu: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Stats {
-    pub pid: u32,
-    pub uptime_ms: u64,
-    pub workers: Vec<WorkerStats>,
-    /// Tasks clients handed to the network thread that it has not taken yet.
-    #[serde(default)]
-    pub network_lane_depth: u64,
-    pub queue_depth: u32,
-    pub records_in_use: u32,
-    pub records_capacity: u32,
-    pub clients: u32,
-    pub pools: usize,
-    pub client_data: crate::alloc::Usage,
-    pub runtime_data: crate::alloc::Usage,
-    /// This node's view of the cluster (absent when the runtime runs
-    /// without its network layer).
-    #[serde(default)]
-    pub cluster: Option<crate::net::ClusterStats>,
-}
+pub use chimaera_proto::admin::{
+    CreatePool, POOL_ID, POOL_NAME, PoolRef, Stats, WorkerStats, method,
+};
 
 fn json_input<T: for<'de> Deserialize<'de>>(ctx: &TaskContext<'_>) -> Result<T, TaskError> {
     serde_json::from_slice(ctx.input()).map_err(|e| TaskError::BadInput(e.to_string()))
@@ -102,7 +33,20 @@ fn u64_input(ctx: &TaskContext<'_>) -> Result<u64, TaskError> {
     Ok(u64::from_le_bytes(b))
 }
 
-pub(crate) struct Admin;
+/// The admin pool's container. It is the one module that manages the
+/// runtime itself (its pools, stats, stop), so it holds the engine's core;
+/// weakly, since the core holds it (through the pool table).
+pub(crate) struct Admin {
+    core: Weak<RuntimeCore>,
+}
+
+impl Admin {
+    fn core(&self) -> Result<Arc<RuntimeCore>, TaskError> {
+        self.core
+            .upgrade()
+            .ok_or_else(|| TaskError::Failed("the runtime is stopping".into()))
+    }
+}
 
 impl Container for Admin {
     fn quick(&self, method: u32) -> bool {
@@ -117,7 +61,7 @@ impl Container for Admin {
         match ctx.method() {
             method::PING => Ok(()),
             method::STATS => {
-                let stats = stats(ctx);
+                let stats = stats(&*self.core()?);
                 json_output(ctx, &stats)
             }
             method::STOP => {
@@ -125,15 +69,15 @@ impl Container for Admin {
                 crate::sys::send_signal(std::process::id(), libc::SIGTERM)
                     .map_err(|e| TaskError::Failed(format!("cannot stop: {e}")))
             }
-            method::FLUSH => flush(ctx),
+            method::FLUSH => flush(&*self.core()?, ctx),
             method::CREATE_POOL => {
                 let req: CreatePool = json_input(ctx)?;
-                let info = create_pool(ctx, &req)?;
+                let info = create_pool(&*self.core()?, &req)?;
                 json_output(ctx, &info)
             }
             method::DESTROY_POOL => {
                 let req: PoolRef = json_input(ctx)?;
-                let core = ctx.runtime();
+                let core = self.core()?;
                 let id = match req {
                     PoolRef::Id { id } => id,
                     PoolRef::Name { name } => {
@@ -155,7 +99,7 @@ impl Container for Admin {
                 json_output(ctx, &info)
             }
             method::LIST_POOLS => {
-                let pools = ctx.runtime().pools();
+                let pools = self.core()?.pools();
                 json_output(ctx, &pools)
             }
             method::ECHO => {
@@ -197,8 +141,7 @@ impl Container for Admin {
     }
 }
 
-pub(crate) fn create_pool(ctx: &TaskContext<'_>, req: &CreatePool) -> Result<PoolInfo, TaskError> {
-    let core = ctx.runtime();
+pub(crate) fn create_pool(core: &RuntimeCore, req: &CreatePool) -> Result<PoolInfo, TaskError> {
     if let Some(existing) = core.pools.find(&req.name) {
         return if existing.module == req.module {
             Ok(existing)
@@ -223,8 +166,7 @@ pub(crate) fn create_pool(ctx: &TaskContext<'_>, req: &CreatePool) -> Result<Poo
         .map_err(TaskError::Failed)
 }
 
-fn stats(ctx: &TaskContext<'_>) -> Stats {
-    let core = ctx.runtime();
+fn stats(core: &RuntimeCore) -> Stats {
     let v = &core.view;
     Stats {
         pid: std::process::id(),
@@ -246,18 +188,17 @@ fn stats(ctx: &TaskContext<'_>) -> Stats {
         clients: v
             .clients
             .iter()
-            .filter(|c| c.state.load(Ordering::Relaxed) == crate::engine::layout::CLIENT_ACTIVE)
+            .filter(|c| c.state.load(Ordering::Relaxed) == chimaera_proto::layout::CLIENT_ACTIVE)
             .count() as u32,
         pools: core.pools.list().len(),
         client_data: core.client_arena.usage(),
         runtime_data: core.runtime_arena.usage(),
-        cluster: core.net.get().map(|n| n.snapshot()),
+        cluster: core.cluster_stats(),
     }
 }
 
-fn flush(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
-    let core = ctx.runtime();
-    let me = ctx.idx;
+fn flush(core: &RuntimeCore, ctx: &TaskContext<'_>) -> Result<(), TaskError> {
+    let me = ctx.record();
     loop {
         let lanes_empty = core.view.lanes.iter().all(|l| l.depth_now() == 0);
         let others_idle = core.view.workers.iter().all(|w| {
@@ -277,7 +218,16 @@ fn flush(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
 }
 
 /// The admin module; the runtime creates pool 0 from it at start.
-pub struct AdminModule;
+pub struct AdminModule {
+    core: Weak<RuntimeCore>,
+}
+
+impl AdminModule {
+    /// The admin module of the engine whose core `core` will be.
+    pub fn new(core: Weak<RuntimeCore>) -> AdminModule {
+        AdminModule { core }
+    }
+}
 
 impl Module for AdminModule {
     fn name(&self) -> &str {
@@ -289,6 +239,8 @@ impl Module for AdminModule {
         _pool: &PoolInfo,
         _params: &[u8],
     ) -> Result<Arc<dyn Container>, String> {
-        Ok(Arc::new(Admin))
+        Ok(Arc::new(Admin {
+            core: self.core.clone(),
+        }))
     }
 }

@@ -33,10 +33,10 @@ use memmap2::{MmapMut, MmapOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::{Client, ClientError, Task, TaskHandle};
 use crate::config::size::{human, parse_size};
-use crate::module::{Container, Module, PoolInfo, TaskContext, TaskError};
 use crate::sys::{self, LockState};
+use chimaera_client::{Client, ClientError, Task, TaskHandle};
+use chimaera_module::{Container, Module, PoolInfo, TaskContext, TaskError};
 
 /// The name pools give in `CreatePool::module`.
 pub const MODULE_NAME: &str = "bdev";

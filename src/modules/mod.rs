@@ -5,7 +5,7 @@ pub mod bdev;
 
 use std::sync::Arc;
 
-use crate::module::Registry;
+use crate::engine::pools::Registry;
 
 /// Every built-in module but admin, which the engine registers itself (it
 /// also creates pool 0 from it).

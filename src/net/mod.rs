@@ -8,10 +8,11 @@
 //! the request came. Workers hand the thread tasks to forward, and report
 //! completions of tasks it submitted on a peer's behalf, through
 //! [`NetShared`]: a short queue and an eventfd, written only when the thread
-//! sleeps.
+//! sleeps. The engine sees it only as its `engine::remote::Remote`: the
+//! network layer sits above the engine and is attached to it at start.
 //!
 //! A ZAP handler ([`zap`]) admits connections only from the hostfile's
-//! addresses; the wire layer ([`crate::wire`]) authenticates frames when a
+//! addresses; the wire layer ([`chimaera_proto::wire`]) authenticates frames when a
 //! cluster key is configured.
 
 pub mod transport;
@@ -21,11 +22,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use chimaera_proto::admin::{ClusterStats, Counters, PeerStats};
+use chimaera_proto::layout::WorkerSlot;
+use chimaera_proto::record::status;
+use chimaera_proto::wire::Route;
 
-use crate::engine::layout::WorkerSlot;
-use crate::engine::record::status;
-use crate::wire::Route;
+use crate::engine::remote::Remote;
+pub use crate::engine::remote::{Decision, Note};
 
 pub use transport::{Net, NetConfig};
 
@@ -70,54 +73,6 @@ pub struct Peer {
     pub epoch: AtomicU64,
 }
 
-macro_rules! counters {
-    ($($name:ident: $doc:literal),* $(,)?) => {
-        /// What the transport counted since the start.
-        #[derive(Default)]
-        pub struct Counters {
-            $(#[doc = $doc] pub $name: AtomicU64,)*
-        }
-
-        /// [`Counters`], read once.
-        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct CounterValues {
-            $(#[doc = $doc] #[serde(default)] pub $name: u64,)*
-        }
-
-        impl Counters {
-            pub fn read(&self) -> CounterValues {
-                CounterValues { $($name: self.$name.load(Ordering::Relaxed),)* }
-            }
-        }
-    };
-}
-
-counters! {
-    frames_in: "Frames accepted.",
-    frames_out: "Frames sent.",
-    tasks_forwarded: "Tasks of this node's clients sent to another node (each broadcast leg counts).",
-    tasks_served: "Tasks run here for another node.",
-    dropped_bad_frame: "Messages that are not a valid frame (garbage, wrong version, malformed).",
-    dropped_missing_tag: "Frames without a tag while a cluster key is configured.",
-    dropped_bad_tag: "Frames whose tag does not verify (another key, or tampered).",
-    dropped_unexpected_tag: "Tagged frames while no cluster key is configured.",
-    dropped_wrong_node: "Frames whose source or destination is not what the connection says.",
-    dropped_replay: "Frames refused by the replay window (duplicates, too old, stale epoch).",
-    dropped_late_reply: "Replies that came after their task timed out or failed.",
-    zap_denied: "Connections refused because their address is not in the hostfile.",
-    send_failed: "Frames that could not be handed to ZeroMQ (peer not connected, queue full).",
-}
-
-/// Where a task with a route runs, decided by the worker that pops it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Local,
-    Remote(u32),
-    Broadcast,
-    /// Completes at once with this status and message.
-    Fail(i32, String),
-}
-
 /// What workers and the admin module share with the network thread.
 pub struct NetShared {
     pub node_id: u32,
@@ -133,17 +88,6 @@ pub struct NetShared {
     /// moves every pass of the thread's loop, and the systemd watchdog reads
     /// it as it reads the workers'.
     pub executor: Arc<WorkerSlot>,
-}
-
-/// Work for the network thread.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Note {
-    /// A local client's task to send on (the thread now holds its runtime
-    /// reference).
-    Forward(u32),
-    /// A task the thread submitted (for a peer, or a broadcast's local leg)
-    /// is done.
-    Done(u32),
 }
 
 impl NetShared {
@@ -185,7 +129,7 @@ impl NetShared {
 
     /// Where a task routed `route` runs. Only peers heard from within the
     /// last three heartbeats are sent to: anything else fails at once.
-    pub fn decide(&self, route: Route) -> Decision {
+    pub fn decide_route(&self, route: Route) -> Decision {
         let node = match route {
             Route::Local => return Decision::Local,
             Route::Broadcast => return Decision::Broadcast,
@@ -215,7 +159,8 @@ impl NetShared {
     pub(crate) fn unavailable(&self, node: u32, s: u8) -> String {
         let peer = &self.peers[node as usize];
         if s == PEER_DOWN {
-            let ago = crate::unix_ms().saturating_sub(peer.last_heard_ms.load(Ordering::Relaxed));
+            let ago = chimaera_proto::unix_ms()
+                .saturating_sub(peer.last_heard_ms.load(Ordering::Relaxed));
             format!(
                 "node unavailable: node {node} ({}) is down, last heard {ago} ms ago",
                 peer.addr
@@ -229,7 +174,7 @@ impl NetShared {
     }
 
     /// Hands a record to the network thread.
-    pub(crate) fn post(&self, note: Note) {
+    pub(crate) fn post_note(&self, note: Note) {
         self.outbox
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -253,7 +198,7 @@ impl NetShared {
 
     /// Peer states and counters, for the admin stats and `chimaera status`.
     pub fn snapshot(&self) -> ClusterStats {
-        let now = crate::unix_ms();
+        let now = chimaera_proto::unix_ms();
         ClusterStats {
             node_id: self.node_id,
             nodes: self.nodes,
@@ -279,27 +224,18 @@ impl NetShared {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeerStats {
-    pub node: u32,
-    pub addr: String,
-    /// "up", "down" or "unknown" (never heard from).
-    pub state: String,
-    pub last_heard_ms_ago: Option<u64>,
-    /// Round trip of the last heartbeat, µs (0 before the first).
-    pub rtt_us: f64,
-}
+impl Remote for NetShared {
+    fn decide(&self, route: Route) -> Decision {
+        self.decide_route(route)
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterStats {
-    pub node_id: u32,
-    pub nodes: u32,
-    /// Whether frames are authenticated with a cluster key.
-    pub authenticated: bool,
-    pub heartbeat_interval_ms: u64,
-    /// Every other node of the hostfile.
-    pub peers: Vec<PeerStats>,
-    pub counters: CounterValues,
+    fn post(&self, note: Note) {
+        self.post_note(note)
+    }
+
+    fn cluster_stats(&self) -> ClusterStats {
+        self.snapshot()
+    }
 }
 
 /// Jump consistent hash (Lamping and Veach, 2014): a key's node among
@@ -312,58 +248,6 @@ pub fn jump_hash(mut key: u64, nodes: u32) -> u32 {
         j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
     }
     b.max(0) as u32
-}
-
-/// One node's part of a broadcast's aggregated output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeReply {
-    pub node: u32,
-    /// The task's status on that node (0 ok; see `engine::record::status`).
-    pub status: i32,
-    /// Its output, or the error message when the status is not 0.
-    pub output: Vec<u8>,
-}
-
-/// Encodes a broadcast's replies: `count u32`, then per node `node u32,
-/// status i32, len u32, bytes` (little-endian), in node order.
-pub fn encode_broadcast(replies: &[NodeReply]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(4 + replies.iter().map(|r| 12 + r.output.len()).sum::<usize>());
-    out.extend_from_slice(&(replies.len() as u32).to_le_bytes());
-    for r in replies {
-        out.extend_from_slice(&r.node.to_le_bytes());
-        out.extend_from_slice(&r.status.to_le_bytes());
-        out.extend_from_slice(&(r.output.len() as u32).to_le_bytes());
-        out.extend_from_slice(&r.output);
-    }
-    out
-}
-
-/// Reads what [`encode_broadcast`] wrote; None if the bytes are not that.
-pub fn decode_broadcast(mut b: &[u8]) -> Option<Vec<NodeReply>> {
-    fn u32_at(b: &mut &[u8]) -> Option<u32> {
-        let (h, t) = b.split_first_chunk::<4>()?;
-        *b = t;
-        Some(u32::from_le_bytes(*h))
-    }
-    let count = u32_at(&mut b)?;
-    let mut out = Vec::with_capacity(count.min(4096) as usize);
-    for _ in 0..count {
-        let node = u32_at(&mut b)?;
-        let status = u32_at(&mut b)? as i32;
-        let len = u32_at(&mut b)? as usize;
-        if b.len() < len {
-            return None;
-        }
-        let (o, t) = b.split_at(len);
-        out.push(NodeReply {
-            node,
-            status,
-            output: o.to_vec(),
-        });
-        b = t;
-    }
-    b.is_empty().then_some(out)
 }
 
 #[cfg(test)]
@@ -387,26 +271,5 @@ mod tests {
             assert!(a == b || b == 3, "key {k}: {a} → {b}");
         }
         assert_eq!(jump_hash(42, 1), 0);
-    }
-
-    #[test]
-    fn broadcast_output_round_trips_and_refuses_truncation() {
-        let r = vec![
-            NodeReply {
-                node: 0,
-                status: 0,
-                output: b"pong".to_vec(),
-            },
-            NodeReply {
-                node: 2,
-                status: status::NODE_UNAVAILABLE,
-                output: b"down".to_vec(),
-            },
-        ];
-        let b = encode_broadcast(&r);
-        assert_eq!(decode_broadcast(&b), Some(r));
-        for cut in 0..b.len() {
-            assert_eq!(decode_broadcast(&b[..cut]), None, "cut at {cut}");
-        }
     }
 }

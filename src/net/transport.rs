@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 use slog::{info, warn};
 
 use super::zap::{self, Allowlist, Zap};
-use super::{NetError, NetShared, NodeReply, Note, PEER_DOWN, PEER_UP};
+use super::{NetError, NetShared, Note, PEER_DOWN, PEER_UP};
 use crate::config::hostfile::HostEntry;
-use crate::engine::record::{self, REF_CLIENT, REF_RUNTIME, status};
 use crate::engine::runtime::{RuntimeCore, Worker};
-use crate::engine::sync::{coarse_now_ns, now_ns};
-use crate::wire::{
+use chimaera_proto::broadcast::NodeReply;
+use chimaera_proto::record::{self, REF_CLIENT, REF_RUNTIME, status};
+use chimaera_proto::sync::{coarse_now_ns, now_ns};
+use chimaera_proto::wire::{
     self, ClusterKey, DecodeError, Frame, Header, HeaderFields, Kind, MAX_FRAME, Replay,
     ReplayWindow, Route, SeqCounter,
 };
@@ -86,7 +87,7 @@ fn endpoint(h: &HostEntry, zmq_port: u16) -> String {
 fn bind_wake(path: &Path, access: crate::shm::Access) -> std::io::Result<UnixDatagram> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
-        crate::service::discovery::make_dir(dir)?;
+        chimaera_client::discovery::make_dir(dir)?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -278,6 +279,12 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+impl crate::engine::remote::Attached for Net {
+    fn stop(self: Box<Self>) {
+        Net::stop(*self);
     }
 }
 
@@ -489,7 +496,7 @@ impl Transport {
                 records
                     .get(idx)
                     .flags
-                    .fetch_or(crate::engine::runtime::FLAG_FORWARDED, Ordering::AcqRel);
+                    .fetch_or(chimaera_proto::protocol::FLAG_FORWARDED, Ordering::AcqRel);
             });
             let Some(idx) = popped else { break };
             took = true;
@@ -623,7 +630,7 @@ impl Transport {
 
     fn check_peers(&mut self) {
         let limit_ms = MISSED_HEARTBEATS * self.heartbeat_ns / 1_000_000;
-        let now_ms = crate::unix_ms();
+        let now_ms = chimaera_proto::unix_ms();
         for node in 0..self.shared.nodes {
             if node == self.shared.node_id {
                 continue;
@@ -654,7 +661,7 @@ impl Transport {
     fn heard(&self, node: u32, both_ways: bool) {
         let peer = &self.shared.peers[node as usize];
         peer.last_heard_ms
-            .store(crate::unix_ms(), Ordering::Relaxed);
+            .store(chimaera_proto::unix_ms(), Ordering::Relaxed);
         if !both_ways {
             return;
         }
@@ -758,7 +765,7 @@ impl Transport {
         if b.left == 0 {
             let b = self.broadcasts.remove(&bid).expect("present");
             let replies: Vec<NodeReply> = b.replies.into_iter().flatten().collect();
-            let out = super::encode_broadcast(&replies);
+            let out = chimaera_proto::broadcast::encode_broadcast(&replies);
             self.core.finish_with(b.idx, status::OK, Some(&out), true);
         }
     }
@@ -785,7 +792,7 @@ impl Transport {
         let pool = rec.pool_id.load(Ordering::Relaxed);
         let method = rec.method.load(Ordering::Relaxed);
         let input = core.input_of(rec);
-        match self.shared.decide(route) {
+        match self.shared.decide_route(route) {
             super::Decision::Remote(node) => {
                 let id = self.fresh_id();
                 match self.send_task(id, node, pool, method, route, deadline, now, input) {

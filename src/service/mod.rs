@@ -6,7 +6,6 @@
 //! A failure at any step undoes the steps before it and exits with a code that
 //! says which kind of failure it was.
 
-pub mod discovery;
 pub mod log;
 
 use std::path::PathBuf;
@@ -20,11 +19,17 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use slog::{debug, error, info, warn};
 
+pub use chimaera_client::discovery;
+use chimaera_module::Module;
+use chimaera_proto::layout::WorkerSlot;
+
 use crate::config::size::human;
 use crate::config::{self, Env, LoadOptions, Loaded, changed_keys};
 use crate::engine::Engine;
 use crate::engine::runtime::RuntimeCore;
 use crate::exit;
+use crate::modules::admin::AdminModule;
+use crate::net::Net;
 use crate::shm::{Access, Segments};
 
 /// Tells systemd (when NOTIFY_SOCKET is set) how the start is going. Failures
@@ -55,6 +60,7 @@ fn status_line(loaded: &Loaded) -> String {
 fn start_watchdog(
     log: &slog::Logger,
     core: Arc<RuntimeCore>,
+    net_executor: Option<Arc<WorkerSlot>>,
 ) -> Option<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
     let timeout = sd_notify::watchdog_enabled()?;
     let every = timeout / 2;
@@ -67,14 +73,14 @@ fn start_watchdog(
             // The workers, then the network thread's executor: a peer's
             // task for a method that claims to be quick but blocks would
             // hold the whole network layer (heartbeats included).
-            let net = core.net.get().map(|n| n.executor.clone());
+            let net = net_executor;
             let slots = || core.view.workers.iter().chain(net.as_deref());
             let mut last: Vec<u64> = slots().map(|w| w.progress.load(Ordering::Relaxed)).collect();
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                 let mut stuck = Vec::new();
                 for (i, w) in slots().enumerate() {
                     let p = w.progress.load(Ordering::Relaxed);
-                    if p == last[i] && w.running.load(Ordering::Relaxed) != crate::engine::record::NONE {
+                    if p == last[i] && w.running.load(Ordering::Relaxed) != chimaera_proto::record::NONE {
                         stuck.push(i);
                     }
                     last[i] = p;
@@ -118,7 +124,7 @@ impl Running {
         states.extend(monotonic);
         notify(&self.log, &states);
         info!(self.log, "SIGHUP: reloading configuration"; "source" => %self.loaded.source);
-        match config::load(&self.opts, &Env::from_process()) {
+        match crate::preflight::load(&self.opts, &Env::from_process()) {
             Err(errors) => {
                 for p in &errors.0 {
                     error!(
@@ -195,9 +201,9 @@ pub fn report_config_errors(errors: &config::ConfigErrors) {
 }
 
 /// `chimaera run`: the daemon in the foreground. Returns the exit code.
-pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
+pub fn run(opts: LoadOptions, registry: crate::engine::pools::Registry) -> u8 {
     let env = Env::from_process();
-    let loaded = match config::load_and_check(&opts, &env) {
+    let loaded = match crate::preflight::load_and_check(&opts, &env) {
         Ok(l) => l,
         Err(errors) => {
             report_config_errors(&errors);
@@ -268,7 +274,8 @@ pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
         );
     }
     notify(&log, &[NotifyState::Status("starting workers")]);
-    let mut engine = match Engine::start(&loaded.config, segments, registry, &log) {
+    let admin = |core| Arc::new(AdminModule::new(core)) as Arc<dyn Module>;
+    let mut engine = match Engine::start(&loaded.config, segments, registry, admin, &log) {
         Ok(e) => e,
         Err(e) => {
             error!(log, "cannot start the task engine: {}", e);
@@ -305,13 +312,19 @@ pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
             Access { gid },
         )),
     };
-    let (zmq_port, wake_socket) = match engine.start_net(net_cfg, &log) {
-        Ok(net) => (
-            net.port,
-            net.wake_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-        ),
+    let (zmq_port, wake_socket, net_executor) = match Net::start(engine.core.clone(), net_cfg, &log)
+    {
+        Ok(net) => {
+            let found = (
+                net.port,
+                net.wake_path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                net.shared.executor.clone(),
+            );
+            engine.attach_network(net.shared.clone(), Box::new(net));
+            found
+        }
         Err(e) => {
             error!(log, "{}", e);
             return exit::UNAVAILABLE;
@@ -354,7 +367,7 @@ pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
         uid: crate::sys::euid(),
         node_id: loaded.node_id,
         zmq_port,
-        started_unix_ms: crate::unix_ms(),
+        started_unix_ms: chimaera_proto::unix_ms(),
         config: loaded.source.to_string(),
         log_file: loaded.config.logging.file.clone(),
         segments: loaded.names.clone(),
@@ -377,7 +390,7 @@ pub fn run(opts: LoadOptions, registry: crate::module::Registry) -> u8 {
     };
     info!(log, "discovery file {}", disc_path.display());
 
-    let watchdog = start_watchdog(&log, engine.core.clone());
+    let watchdog = start_watchdog(&log, engine.core.clone(), Some(net_executor));
     let mut running = Running {
         opts,
         loaded,

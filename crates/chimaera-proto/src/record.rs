@@ -294,7 +294,7 @@ impl<'a> Records<'a> {
     }
 
     /// Returns a record to the pool, once no reference is left.
-    pub(crate) fn free(&self, idx: u32) {
+    pub fn free(&self, idx: u32) {
         let r = self.get(idx);
         self.owners[idx as usize].store(0, Ordering::Relaxed);
         r.owner.store(0, Ordering::Relaxed);

@@ -2,8 +2,8 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use chimaera::client::{Client, Task};
-//! use chimaera::modules::admin;
+//! use chimaera_client::{Client, Task};
+//! use chimaera_proto::admin;
 //!
 //! let client = Client::connect()?;                 // finds the runtime through its discovery file
 //! let rtt = client.ping()?;                        // an admin no-op, round trip
@@ -18,7 +18,7 @@
 //! for h in handles {
 //!     h.wait_timeout(Duration::from_secs(1))?;
 //! }
-//! # Ok::<(), chimaera::client::ClientError>(())
+//! # Ok::<(), chimaera_client::ClientError>(())
 //! ```
 //!
 //! Every wait is bounded: by the caller's timeout, by the runtime's
@@ -37,21 +37,25 @@ use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
 
-use crate::alloc::{Arena, Region};
-use crate::config::{self, Env, LoadOptions};
-use crate::engine::layout::{self, View};
-use crate::engine::record::{self, REF_CLIENT, status};
-use crate::engine::runtime::{
-    fill_record, free_payloads, output_bytes, process_start_time, ring_lane, take_doorbell,
+pub mod discovery;
+pub mod locate;
+
+use chimaera_proto::admin::{self, PoolInfo};
+use chimaera_proto::alloc::{Arena, Region};
+use chimaera_proto::header::{HEADER_SIZE, HeaderError, HeaderInfo, LAYOUT_VERSION};
+use chimaera_proto::layout::{self, View};
+use chimaera_proto::protocol::{
+    check_payload_len, fill_record, free_payloads, output_bytes, process_start_time, ring_lane,
+    take_doorbell,
 };
-use crate::engine::sync::{futex_wait, now_ns, relax};
-use crate::module::PoolInfo;
-use crate::modules::admin;
-pub use crate::net::{NodeReply, decode_broadcast};
-use crate::service::discovery::{self, Discovery};
-use crate::shm::{self, HEADER_SIZE, HeaderInfo, LAYOUT_VERSION};
-use crate::sys::{self, LockState};
-pub use crate::wire::Route;
+use chimaera_proto::record::{self, REF_CLIENT, status};
+use chimaera_proto::sync::{futex_wait, now_ns, relax};
+use chimaera_proto::sys::{self, LockState};
+
+pub use chimaera_proto::broadcast::{NodeReply, decode_broadcast};
+pub use chimaera_proto::wire::Route;
+use discovery::Discovery;
+pub use locate::{Env, LoadOptions, Locator};
 
 /// How often a sleeping waiter checks that the runtime still lives.
 pub const LIVENESS_CHECK: Duration = Duration::from_millis(100);
@@ -95,7 +99,7 @@ pub enum ClientError {
     #[error("all {0} client slots are taken")]
     TooManyClients(u32),
     #[error("invalid configuration: {0}")]
-    Config(#[from] config::ConfigErrors),
+    Config(String),
     #[error("{0}")]
     Other(String),
 }
@@ -159,7 +163,7 @@ fn map_segment(name: &str) -> Result<(File, Mapped), ClientError> {
     let file = File::from(fd);
     let info = wait_ready(&file, name)?;
     info.check(name).map_err(|e| match e {
-        shm::ShmError::VersionMismatch { found, .. } => ClientError::VersionMismatch {
+        HeaderError::VersionMismatch { found, .. } => ClientError::VersionMismatch {
             found,
             runtime_version: String::from("unknown"),
         },
@@ -283,13 +287,18 @@ impl Client {
 
     pub fn connect_with(opts: &LoadOptions) -> Result<Client, ClientError> {
         let env = Env::from_process();
-        let loaded = config::load(opts, &env)?;
-        let (path, disc) = match discovery::find(&loaded, &env) {
+        let loc = Locator::load(opts, &env).map_err(ClientError::Config)?;
+        Client::connect_located(&loc, &env)
+    }
+
+    /// Connects to the runtime `loc` names.
+    pub fn connect_located(loc: &Locator, env: &Env) -> Result<Client, ClientError> {
+        let (path, disc) = match discovery::find(loc, env) {
             Ok(found) => found,
             Err(discovery::NotFound::Nowhere(dirs)) => {
                 return Err(ClientError::NotRunning(format!(
                     "no discovery file {} in {}",
-                    discovery::file_name(&loaded.names.main),
+                    discovery::file_name(&loc.names.main),
                     dirs.iter()
                         .map(|d| d.display().to_string())
                         .collect::<Vec<_>>()
@@ -460,8 +469,8 @@ impl Client {
     fn pick_lane(&self) -> u32 {
         let n = self.inner.view.lanes.len() as u32;
         match self.inner.policy {
-            1 => (random_u64() % u64::from(n)) as u32,
-            2 => {
+            layout::LANE_RANDOM => (random_u64() % u64::from(n)) as u32,
+            layout::LANE_MAP_BY_PID_TID => {
                 let h = (u64::from(std::process::id()) << 32 | u64::from(thread_id()))
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 ((h >> 32) % u64::from(n)) as u32
@@ -527,8 +536,7 @@ impl Client {
         if view.is_stopping() {
             return Err(ClientError::Stopping);
         }
-        crate::engine::runtime::check_payload_len(task.input.len(), "input")
-            .map_err(ClientError::Other)?;
+        check_payload_len(task.input.len(), "input").map_err(ClientError::Other)?;
         let mut backoff = Backoff::new();
         let idx = loop {
             if let Some(i) = view.records.alloc(inner.owner) {

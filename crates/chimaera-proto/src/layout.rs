@@ -15,13 +15,18 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::lane::{Lane, LaneHeader};
-use super::record::{PoolHeader, Records, TaskRecord};
+use crate::lane::{Lane, LaneHeader};
+use crate::record::{PoolHeader, Records, TaskRecord};
 
 pub const ENGINE_MAGIC: u64 = u64::from_le_bytes(*b"CHIENGN1");
 pub const MAX_CLIENTS: u32 = 1024;
 /// More records than this would only make the reaper's scans longer.
 pub const MAX_RECORDS: u64 = 1 << 22;
+
+/// `lane_policy` values (the configuration's `performance.lane_map_policy`).
+pub const LANE_ROUND_ROBIN: u32 = 0;
+pub const LANE_RANDOM: u32 = 1;
+pub const LANE_MAP_BY_PID_TID: u32 = 2;
 
 pub const RUNTIME_STARTING: u32 = 0;
 pub const RUNTIME_RUNNING: u32 = 1;
@@ -34,7 +39,7 @@ pub struct EngineHeader {
     pub layout: Layout,
     pub max_clients: u32,
     pub task_timeout_ns: u64,
-    /// A [`crate::config::LaneMapPolicy`] as 0, 1, 2.
+    /// How clients pick a lane: [`LANE_ROUND_ROBIN`], [`LANE_RANDOM`] or [`LANE_MAP_BY_PID_TID`].
     pub lane_policy: u32,
     pub runtime_pid: u32,
     /// STARTING, RUNNING, STOPPING.
@@ -49,7 +54,7 @@ pub struct EngineHeader {
 #[repr(C, align(64))]
 pub struct WorkerSlot {
     pub tasks_done: AtomicU64,
-    /// Record being run, or [`super::record::NONE`].
+    /// Record being run, or [`crate::record::NONE`].
     pub running: AtomicU32,
     pub cpu: AtomicU32,
     /// Bumped on every pass of the worker's loop; unchanged means stuck.
@@ -65,7 +70,7 @@ impl Default for WorkerSlot {
     fn default() -> WorkerSlot {
         WorkerSlot {
             tasks_done: AtomicU64::new(0),
-            running: AtomicU32::new(super::record::NONE),
+            running: AtomicU32::new(crate::record::NONE),
             cpu: AtomicU32::new(0),
             progress: AtomicU64::new(0),
             suspended: AtomicU32::new(0),
@@ -267,7 +272,7 @@ impl View {
             (*h).task_timeout_ns = task_timeout_ns;
             (*h).lane_policy = lane_policy;
             (*h).runtime_pid = std::process::id();
-            (*h).started_ns = super::sync::now_ns();
+            (*h).started_ns = crate::sync::now_ns();
             (*h).pool.capacity = layout.num_records;
             let offsets = (0..u64::from(layout.num_lanes))
                 .map(|i| layout.lanes_off + i * layout.lane_stride)
@@ -281,7 +286,7 @@ impl View {
                 lane.init();
             }
             for w in view.workers {
-                w.running.store(super::record::NONE, Ordering::Relaxed);
+                w.running.store(crate::record::NONE, Ordering::Relaxed);
             }
             view.records.init();
             view.header.state.store(RUNTIME_STARTING, Ordering::Release);

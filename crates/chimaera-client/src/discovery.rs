@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Env, Loaded, SegmentNames, default_run_dirs};
+use chimaera_proto::header::SegmentNames;
+
+use crate::locate::{Env, Locator};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,15 +82,6 @@ pub fn read(path: &Path) -> Result<Discovery, String> {
         .map_err(|e| format!("{} is not a chimaera discovery file: {e}", path.display()))
 }
 
-/// The directories to look in, for the configuration a client loaded.
-pub fn search_dirs(loaded: &Loaded, env: &Env) -> Vec<PathBuf> {
-    if loaded.run_dir_configured {
-        vec![loaded.run_dir.clone()]
-    } else {
-        default_run_dirs(env)
-    }
-}
-
 /// Why no discovery file was found.
 #[derive(Debug)]
 pub enum NotFound {
@@ -98,11 +91,11 @@ pub enum NotFound {
     Denied(PathBuf, std::io::Error),
 }
 
-/// Finds the discovery file for the loaded configuration's main segment.
-pub fn find(loaded: &Loaded, env: &Env) -> Result<(PathBuf, Discovery), NotFound> {
-    let dirs = search_dirs(loaded, env);
+/// Finds the discovery file of the runtime `loc` names.
+pub fn find(loc: &Locator, env: &Env) -> Result<(PathBuf, Discovery), NotFound> {
+    let dirs = loc.search_dirs(env);
     for dir in &dirs {
-        let path = dir.join(file_name(&loaded.names.main));
+        let path = dir.join(file_name(&loc.names.main));
         match std::fs::File::open(&path) {
             Ok(_) => {
                 if let Ok(d) = read(&path) {

@@ -1,0 +1,149 @@
+//! The admin pool's protocol (pool 0, "admin"): its method numbers and the
+//! JSON of their inputs and outputs, which clients and the runtime share.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// A pool as modules and clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub id: u32,
+    pub name: String,
+    pub module: String,
+}
+
+pub const POOL_ID: u32 = 0;
+pub const POOL_NAME: &str = "admin";
+
+/// Method numbers of the admin pool.
+pub mod method {
+    /// Does nothing: the round trip is the runtime's latency.
+    pub const PING: u32 = 0;
+    /// Output: [`super::Stats`] as JSON.
+    pub const STATS: u32 = 1;
+    /// Stops the runtime gracefully (the same path as SIGTERM).
+    pub const STOP: u32 = 2;
+    /// Completes once every lane is empty and no other task runs.
+    pub const FLUSH: u32 = 3;
+    /// Input: [`super::CreatePool`] JSON. Output: the pool's [`PoolInfo`].
+    /// Get-or-create: an existing pool of that name and module is returned.
+    pub const CREATE_POOL: u32 = 4;
+    /// Input: [`super::PoolRef`] JSON.
+    pub const DESTROY_POOL: u32 = 5;
+    /// Output: JSON list of [`PoolInfo`].
+    pub const LIST_POOLS: u32 = 6;
+    /// Output = input.
+    pub const ECHO: u32 = 7;
+    /// Input: u64 LE milliseconds. Sleeps by yielding: its worker runs others meanwhile.
+    pub const SLEEP: u32 = 8;
+    /// Input: u64 LE milliseconds. Busy-waits without yielding (a stuck module).
+    pub const SPIN: u32 = 9;
+    /// Input: u32 LE n. Submits n PING subtasks to its own lane and waits for
+    /// each; output: u32 LE count completed.
+    pub const FAN_OUT: u32 = 10;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatePool {
+    pub name: String,
+    pub module: String,
+    #[serde(default)]
+    pub params: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PoolRef {
+    Id { id: u32 },
+    Name { name: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerStats {
+    pub tasks_done: u64,
+    pub lane_depth: u64,
+    pub cpu: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub workers: Vec<WorkerStats>,
+    /// Tasks clients handed to the network thread that it has not taken yet.
+    #[serde(default)]
+    pub network_lane_depth: u64,
+    pub queue_depth: u32,
+    pub records_in_use: u32,
+    pub records_capacity: u32,
+    pub clients: u32,
+    pub pools: usize,
+    pub client_data: crate::alloc::Usage,
+    pub runtime_data: crate::alloc::Usage,
+    /// This node's view of the cluster (absent when the runtime runs
+    /// without its network layer).
+    #[serde(default)]
+    pub cluster: Option<ClusterStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStats {
+    pub node: u32,
+    pub addr: String,
+    /// "up", "down" or "unknown" (never heard from).
+    pub state: String,
+    pub last_heard_ms_ago: Option<u64>,
+    /// Round trip of the last heartbeat, µs (0 before the first).
+    pub rtt_us: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    pub node_id: u32,
+    pub nodes: u32,
+    /// Whether frames are authenticated with a cluster key.
+    pub authenticated: bool,
+    pub heartbeat_interval_ms: u64,
+    /// Every other node of the hostfile.
+    pub peers: Vec<PeerStats>,
+    pub counters: CounterValues,
+}
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// What the transport counted since the start.
+        #[derive(Default)]
+        pub struct Counters {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+        }
+
+        /// [`Counters`], read once.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct CounterValues {
+            $(#[doc = $doc] #[serde(default)] pub $name: u64,)*
+        }
+
+        impl Counters {
+            pub fn read(&self) -> CounterValues {
+                CounterValues { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    frames_in: "Frames accepted.",
+    frames_out: "Frames sent.",
+    tasks_forwarded: "Tasks of this node's clients sent to another node (each broadcast leg counts).",
+    tasks_served: "Tasks run here for another node.",
+    dropped_bad_frame: "Messages that are not a valid frame (garbage, wrong version, malformed).",
+    dropped_missing_tag: "Frames without a tag while a cluster key is configured.",
+    dropped_bad_tag: "Frames whose tag does not verify (another key, or tampered).",
+    dropped_unexpected_tag: "Tagged frames while no cluster key is configured.",
+    dropped_wrong_node: "Frames whose source or destination is not what the connection says.",
+    dropped_replay: "Frames refused by the replay window (duplicates, too old, stale epoch).",
+    dropped_late_reply: "Replies that came after their task timed out or failed.",
+    zap_denied: "Connections refused because their address is not in the hostfile.",
+    send_failed: "Frames that could not be handed to ZeroMQ (peer not connected, queue full).",
+}
