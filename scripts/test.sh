@@ -27,4 +27,7 @@ if command -v docker >/dev/null 2>&1; then
     fi
 fi
 
-cargo test --no-fail-fast "$@"
+# The lints first: cheap, and a layer or SAFETY-comment slip fails here.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --no-fail-fast "$@"

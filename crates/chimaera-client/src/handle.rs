@@ -1,0 +1,180 @@
+//! A submitted task's handle: waiting (spin, then futex, checking the
+//! runtime's life), reading the output, giving the record back.
+
+use super::*;
+
+/// A submitted task. Dropping it gives up the result (the task still runs).
+/// It borrows its client: no reference count moves per task.
+pub struct TaskHandle<'c> {
+    pub(crate) client: &'c Client,
+    pub(crate) idx: u32,
+    pub(crate) routed: bool,
+}
+
+impl TaskHandle<'_> {
+    pub(crate) fn rec(&self) -> &record::TaskRecord {
+        self.client.inner.view.records.get(self.idx)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.rec().phase() == record::DONE
+    }
+
+    /// The runtime's id for this task.
+    pub fn task_id(&self) -> u64 {
+        self.rec().task_id.load(Ordering::Relaxed)
+    }
+
+    /// Waits for completion; bounded by the runtime's task_timeout and life.
+    ///
+    /// The calling thread spins before it sleeps: 20 µs for a task of this
+    /// node, up to 500 µs (yielding its CPU every round) for a task with a
+    /// route while this client has at most 4 of those out. A synchronous
+    /// caller thus sees the reply as it lands, at the price of a busy CPU
+    /// for that long.
+    pub fn wait(self) -> Result<Vec<u8>, ClientError> {
+        self.wait_until(None)?;
+        self.result(|b| b.to_vec())
+    }
+
+    /// Waits at most `limit`; [`ClientError::TimedOut`] leaves the task
+    /// running and the handle usable.
+    pub fn wait_timeout(&self, limit: Duration) -> Result<Vec<u8>, ClientError> {
+        self.wait_until(Some(Instant::now() + limit))?;
+        self.result(|b| b.to_vec())
+    }
+
+    /// Waits, then lends the output where it lies in shared memory (no copy).
+    pub fn wait_with<R>(self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
+        self.wait_until(None)?;
+        self.result(f)
+    }
+
+    pub(crate) fn result<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
+        let inner = &*self.client.inner;
+        let rec = self.rec();
+        let out = output_bytes(&inner.runtime_arena, rec);
+        match rec.status() {
+            status::OK => Ok(f(out)),
+            status::TIMED_OUT => Err(ClientError::TimedOut),
+            status::STOPPING => Err(ClientError::Stopping),
+            status::NO_SUCH_POOL => {
+                Err(ClientError::NoSuchPool(rec.pool_id.load(Ordering::Relaxed)))
+            }
+            status::NODE_UNAVAILABLE => Err(ClientError::NodeUnavailable(
+                String::from_utf8_lossy(out).into_owned(),
+            )),
+            s => Err(ClientError::Module {
+                status: s,
+                message: String::from_utf8_lossy(out).into_owned(),
+            }),
+        }
+    }
+
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> Result<(), ClientError> {
+        let rec = self.rec();
+        if rec.phase() == record::DONE {
+            return Ok(());
+        }
+        // A short tight loop first: a PAUSE costs ~24 ns on this class of
+        // machine, close to a tenth of a whole local round trip.
+        for _ in 0..256 {
+            if rec.phase() == record::DONE {
+                return Ok(());
+            }
+        }
+        // A task with a route waits a network round trip (100 µs and more):
+        // still worth spinning through, since the futex wake-up it saves is
+        // a hand-off of 10-30 µs. It yields every round, not every other,
+        // as the daemon's network thread and ZeroMQ need the CPU meanwhile.
+        // With more of this client's routed tasks out it sleeps at once:
+        // replies then come in bursts, and a sleeper wakes to a batch
+        // (spinning there cut pipelined throughput by a tenth).
+        let (spin, yield_every) = if !self.routed {
+            (SPIN, 2)
+        } else if self.client.inner.routed_out.load(Ordering::Relaxed) <= ROUTED_SPIN_MAX_OUT {
+            (ROUTED_SPIN, 1)
+        } else {
+            (Duration::ZERO, 1)
+        };
+        let mut spin_until = None;
+        let mut round = 0u32;
+        loop {
+            for _ in 0..64 {
+                if rec.phase() == record::DONE {
+                    return Ok(());
+                }
+                relax();
+            }
+            // The clock is first read here, after a round in vain: a read
+            // costs a tenth of a local round trip, and most local tasks are
+            // done within that round.
+            let now = now_ns();
+            let until = *spin_until.get_or_insert_with(|| {
+                // Never past the caller's own limit.
+                let spin = deadline.map_or(spin, |d| {
+                    spin.min(d.saturating_duration_since(Instant::now()))
+                });
+                now + spin.as_nanos() as u64
+            });
+            if now >= until {
+                break;
+            }
+            // Every few µs, let another thread of this CPU run: the worker
+            // that completes the task may be pinned here.
+            round += 1;
+            if round.is_multiple_of(yield_every) {
+                std::thread::yield_now();
+            }
+        }
+        // The runtime completes overdue tasks itself; this margin only
+        // matters if its timekeeper cannot run.
+        let task_deadline = rec.deadline_ns.load(Ordering::Relaxed) + 1_000_000_000;
+        let mut last_check = Instant::now();
+        loop {
+            let s = rec.state.load(Ordering::Acquire);
+            if s & record::PHASE_MASK == record::DONE {
+                return Ok(());
+            }
+            let mut slice = LIVENESS_CHECK;
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(ClientError::TimedOut);
+                }
+                slice = slice.min(d - now);
+            }
+            if s & record::WAITER == 0
+                && rec
+                    .state
+                    .compare_exchange(s, s | record::WAITER, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+            {
+                continue;
+            }
+            futex_wait(&rec.state, s | record::WAITER, slice);
+            if last_check.elapsed() >= LIVENESS_CHECK {
+                last_check = Instant::now();
+                if rec.phase() == record::DONE {
+                    return Ok(());
+                }
+                self.client.check_alive()?;
+                if now_ns() > task_deadline {
+                    return Err(ClientError::TimedOut);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TaskHandle<'_> {
+    fn drop(&mut self) {
+        let inner = &*self.client.inner;
+        if self.routed {
+            inner.routed_out.fetch_sub(1, Ordering::Relaxed);
+        }
+        inner.view.records.release(self.idx, REF_CLIENT, |r| {
+            free_payloads(&inner.client_arena, &inner.runtime_arena, r)
+        });
+    }
+}

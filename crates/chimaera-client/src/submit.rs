@@ -1,0 +1,278 @@
+//! Submitting: picking a lane, filling and publishing a record, back-pressure
+//! of a full lane, and the admin pool's calls.
+
+use super::*;
+
+impl Client {
+    pub(crate) fn pick_lane(&self) -> u32 {
+        let n = self.inner.view.lanes.len() as u32;
+        match self.inner.policy {
+            layout::LANE_RANDOM => (random_u64() % u64::from(n)) as u32,
+            layout::LANE_MAP_BY_PID_TID => {
+                let h = (u64::from(std::process::id()) << 32 | u64::from(thread_id()))
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                ((h >> 32) % u64::from(n)) as u32
+            }
+            _ => {
+                // Racy on purpose: threads of one process sharing a counter
+                // only need to spread, not to count; a locked add per task
+                // would cost more than a lane choice is worth.
+                let next = self.inner.rr.load(Ordering::Relaxed);
+                self.inner.rr.store(next.wrapping_add(1), Ordering::Relaxed);
+                next % n
+            }
+        }
+    }
+
+    /// Submits a task; waits while its lane is full (back-pressure, never a
+    /// dropped task). Returns a handle to wait on.
+    pub fn submit(&self, task: &Task<'_>) -> Result<TaskHandle<'_>, ClientError> {
+        self.submit_to(task, None, true)
+    }
+
+    /// Submits a task unless its lane is full ([`ClientError::QueueFull`]).
+    pub fn try_submit(&self, task: &Task<'_>) -> Result<TaskHandle<'_>, ClientError> {
+        self.submit_to(task, None, false)
+    }
+
+    /// Submits to a given lane (worker), e.g. to keep related tasks in order.
+    pub fn submit_to_lane(
+        &self,
+        task: &Task<'_>,
+        lane: u32,
+    ) -> Result<TaskHandle<'_>, ClientError> {
+        if lane >= self.lanes() {
+            return Err(ClientError::Other(format!(
+                "no lane {lane}; the runtime has {}",
+                self.lanes()
+            )));
+        }
+        self.submit_to(task, Some(lane), true)
+    }
+
+    /// Submits every task (blocking on full lanes) and returns their handles.
+    pub fn submit_batch<'t>(
+        &self,
+        tasks: impl IntoIterator<Item = Task<'t>>,
+    ) -> Result<Vec<TaskHandle<'_>>, ClientError> {
+        tasks.into_iter().map(|t| self.submit(&t)).collect()
+    }
+
+    /// Submits and waits: the result bytes, or the task's error.
+    pub fn call(&self, task: &Task<'_>) -> Result<Vec<u8>, ClientError> {
+        self.submit(task)?.wait()
+    }
+
+    pub(crate) fn submit_to(
+        &self,
+        task: &Task<'_>,
+        lane: Option<u32>,
+        block: bool,
+    ) -> Result<TaskHandle<'_>, ClientError> {
+        let inner = &*self.inner;
+        let view = &inner.view;
+        if view.is_stopping() {
+            return Err(ClientError::Stopping);
+        }
+        check_payload_len(task.input.len(), "input").map_err(ClientError::Other)?;
+        let mut backoff = Backoff::new();
+        let idx = loop {
+            if let Some(i) = view.records.alloc(inner.owner) {
+                break i;
+            }
+            if !block {
+                return Err(ClientError::QueueFull);
+            }
+            backoff.wait(self)?;
+        };
+        let (route_flags, route_arg) = record::route_flags(task.route);
+        let routed = route_flags != 0;
+        if routed {
+            inner.routed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        let handle = TaskHandle {
+            client: self,
+            idx,
+            routed,
+        };
+        let rec = view.records.get(idx);
+        rec.route_arg.store(route_arg, Ordering::Relaxed);
+        fill_record(view.header, &inner.client_arena, rec, task.pool, task.method, task.input, inner.owner, route_flags).map_err(|len| {
+            ClientError::Other(format!(
+                "no room for {len} bytes of task input in the client data segment: raise memory.client_data_segment_size"
+            ))
+        })?;
+        // A task with a route goes straight to the network thread, unless
+        // the caller chose a lane.
+        let to_net = lane.is_none() && route_flags != 0 && inner.net_wake.is_some();
+        let lane = lane.unwrap_or_else(|| if to_net { NET_LANE } else { self.pick_lane() });
+        rec.lane.store(lane, Ordering::Relaxed);
+        rec.mark_submitted();
+        let l = if to_net {
+            &view.net_lane
+        } else {
+            &view.lanes[lane as usize]
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            if l.push(idx).is_ok() {
+                if to_net {
+                    self.wake_net();
+                } else {
+                    ring_lane(l);
+                }
+                return Ok(handle);
+            }
+            if !block || view.is_stopping() {
+                // Not published: take the runtime's reference back.
+                rec.unmark_submitted();
+                return Err(if block {
+                    ClientError::Stopping
+                } else {
+                    ClientError::QueueFull
+                });
+            }
+            if let Err(e) = backoff.wait(self) {
+                rec.unmark_submitted();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Wakes the network thread if it announced sleep. A lost datagram (a
+    /// full socket buffer) loses nothing: one is already waiting for it.
+    pub(crate) fn wake_net(&self) {
+        let inner = &*self.inner;
+        if take_doorbell(&inner.view.net_lane)
+            && let Some(s) = &inner.net_wake
+        {
+            let _ = s.send(&[1]);
+        }
+    }
+
+    /// Runs an admin task and returns its output.
+    pub(crate) fn admin(&self, method: u32, input: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(&Task::new(admin::POOL_ID, method, input))
+    }
+
+    /// An admin no-op; returns its round trip.
+    pub fn ping(&self) -> Result<Duration, ClientError> {
+        let t = Instant::now();
+        self.admin(admin::method::PING, &[])?;
+        Ok(t.elapsed())
+    }
+
+    /// An admin no-op on node `node`; returns its round trip from here.
+    pub fn ping_node(&self, node: u32) -> Result<Duration, ClientError> {
+        let t = Instant::now();
+        self.call(&Task::new(admin::POOL_ID, admin::method::PING, &[]).on_node(node))?;
+        Ok(t.elapsed())
+    }
+
+    /// Runs `task` on every node and returns each node's reply, in node
+    /// order (a down node's reply has status NODE_UNAVAILABLE).
+    pub fn broadcast(&self, task: &Task<'_>) -> Result<Vec<NodeReply>, ClientError> {
+        let out = self.call(&task.on_all_nodes())?;
+        decode_broadcast(&out)
+            .ok_or_else(|| ClientError::Other("malformed broadcast reply from the runtime".into()))
+    }
+
+    pub fn stats(&self) -> Result<admin::Stats, ClientError> {
+        let out = self.admin(admin::method::STATS, &[])?;
+        serde_json::from_slice(&out)
+            .map_err(|e| ClientError::Other(format!("bad stats from the runtime: {e}")))
+    }
+
+    /// Asks the runtime to stop gracefully (as SIGTERM does).
+    pub fn stop_runtime(&self) -> Result<(), ClientError> {
+        self.admin(admin::method::STOP, &[]).map(|_| ())
+    }
+
+    /// Waits until the runtime has no queued or running work but this.
+    pub fn flush(&self) -> Result<(), ClientError> {
+        self.admin(admin::method::FLUSH, &[]).map(|_| ())
+    }
+
+    /// Creates a pool, or returns the existing one of that name and module.
+    pub fn create_pool(
+        &self,
+        name: &str,
+        module: &str,
+        params: &str,
+    ) -> Result<PoolInfo, ClientError> {
+        let req = admin::CreatePool {
+            name: name.into(),
+            module: module.into(),
+            params: params.into(),
+        };
+        let out = self.admin(
+            admin::method::CREATE_POOL,
+            &serde_json::to_vec(&req).expect("serializable"),
+        )?;
+        serde_json::from_slice(&out).map_err(|e| ClientError::Other(e.to_string()))
+    }
+
+    pub fn destroy_pool(&self, name: &str) -> Result<PoolInfo, ClientError> {
+        self.destroy_pool_ref(&admin::PoolRef::Name { name: name.into() })
+    }
+
+    /// Destroys a pool named by id or by name.
+    pub fn destroy_pool_ref(&self, req: &admin::PoolRef) -> Result<PoolInfo, ClientError> {
+        let out = self.admin(
+            admin::method::DESTROY_POOL,
+            &serde_json::to_vec(&req).expect("serializable"),
+        )?;
+        serde_json::from_slice(&out).map_err(|e| ClientError::Other(e.to_string()))
+    }
+
+    pub fn list_pools(&self) -> Result<Vec<PoolInfo>, ClientError> {
+        let out = self.admin(admin::method::LIST_POOLS, &[])?;
+        serde_json::from_slice(&out).map_err(|e| ClientError::Other(e.to_string()))
+    }
+
+    pub(crate) fn check_alive(&self) -> Result<(), ClientError> {
+        if self.runtime_alive() {
+            Ok(())
+        } else {
+            Err(ClientError::RuntimeGone(self.inner.runtime_pid))
+        }
+    }
+}
+
+/// Spin, then yield, then sleep, checking the runtime's life as it goes.
+pub(crate) struct Backoff {
+    round: u32,
+    /// Read on the first wait, not at creation: every submit makes two
+    /// backoffs and almost never waits, and a clock read costs a tenth of
+    /// a local round trip here.
+    last_check: Option<Instant>,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff {
+            round: 0,
+            last_check: None,
+        }
+    }
+
+    pub(crate) fn wait(&mut self, client: &Client) -> Result<(), ClientError> {
+        self.round += 1;
+        if self.round < 64 {
+            relax();
+        } else if self.round < 256 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let last = *self.last_check.get_or_insert_with(Instant::now);
+        if last.elapsed() > LIVENESS_CHECK {
+            self.last_check = Some(Instant::now());
+            client.check_alive()?;
+            if client.inner.view.is_stopping() {
+                return Err(ClientError::Stopping);
+            }
+        }
+        Ok(())
+    }
+}

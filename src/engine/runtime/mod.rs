@@ -1,0 +1,414 @@
+//! The runtime side of the engine: shared state ([`RuntimeCore`]), the
+//! pinned worker threads and the reaper threads.
+//!
+//! A worker owns one lane. Each pass it pops up to [`BATCH`] records, runs
+//! each task's method on a pooled stackful coroutine (`performance.stack_size`
+//! bytes), and resumes parked coroutines whose wait is over. A pass that
+//! took several records and caught up with the producers is followed by a
+//! short pause away from the lane ([`STREAM_PAUSE_NS`]), so that a stream
+//! of tasks is taken in batches. With nothing to do it spins for
+//! [`SPIN_NS`], then announces sleep on the lane's doorbell and
+//! futex-waits on it; producers that see the doorbell set wake it. An idle
+//! daemon therefore costs nothing but a wake-up a second per worker.
+//!
+//! Reaper threads watch client slots: a client whose (pid, start time) is gone
+//! has its records' client references dropped and, once its in-flight tasks
+//! finish, its payload blocks reclaimed and its slot freed. Reaper 0 is also
+//! the timekeeper: it completes with a timeout the tasks that outlive
+//! `runtime.task_timeout` while their worker is busy elsewhere or stuck.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::Duration;
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use slog::{info, warn};
+
+use chimaera_module::{Container, Subtask, TaskContext, TaskError, TaskHost, TaskInfo};
+use chimaera_proto::alloc::Arena;
+use chimaera_proto::lane::Lane;
+use chimaera_proto::layout::{self, View, WorkerSlot};
+use chimaera_proto::protocol::{
+    FLAG_FORWARDED, FLAG_IN_RUNTIME_ARENA, FLAG_PARKED, NET_WAKER, NETWORK_EXECUTOR,
+    check_payload_len, fill_record, free_payloads, output_bytes, payload, process_start_time,
+    ring_lane, ring_lane_force,
+};
+use chimaera_proto::record::{
+    self, Completion, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status,
+};
+use chimaera_proto::sync::{
+    coarse_now_ns, futex_wait, futex_wake, now_ns, prefetch_for_write, relax,
+};
+
+mod reaper;
+mod task;
+mod worker;
+
+pub use reaper::run_reaper;
+pub use worker::Worker;
+
+use super::meter::{Meter, Slots, TaskMetrics, WorkerMeter};
+use super::pools::{Pool, PoolTable, Registry};
+use super::remote::{Decision, Note, Remote};
+
+/// Why a task's coroutine gave up its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suspend {
+    /// Run again on the next pass.
+    Yield,
+    /// Run again when this record is done.
+    Wait(u32),
+}
+
+/// Records a worker takes per pass before it looks at parked tasks.
+pub const BATCH: usize = 32;
+/// How many queued records a worker fetches ahead of the one it runs.
+const PREFETCH_AHEAD: u64 = 8;
+/// How long an idle worker spins before it sleeps.
+pub const SPIN_NS: u64 = 50_000;
+/// A pass that took at least this many records means tasks arrive faster
+/// than one at a time: a pipelining client, or several. A synchronous
+/// caller's tasks come one a pass.
+const STREAM_MIN: usize = 2;
+/// How long a worker leaves its lane alone after such a pass when it caught
+/// up with the producers, so that it next takes a batch (docs/ARCHITECTURE.md,
+/// Workers, has the figures). Longer pauses give more throughput still, but
+/// a task that arrives during one waits for it: at 3 µs two synchronous
+/// callers sharing a worker saw their p99 go from 0.7 to 1.2 µs.
+const STREAM_PAUSE_NS: u64 = 1_500;
+/// Stacks a worker keeps for reuse.
+const STACK_POOL: usize = 64;
+
+pub struct RuntimeCore {
+    pub view: View,
+    pub client_arena: Arena,
+    pub runtime_arena: Arena,
+    pub(crate) pools: PoolTable,
+    pub registry: Registry,
+    pub stack_size: usize,
+    pub task_timeout_ns: u64,
+    pub log: slog::Logger,
+    pub(crate) stop: AtomicBool,
+    rr: AtomicU32,
+    /// The network layer, once the daemon attached one.
+    pub(crate) net: OnceLock<Arc<dyn Remote>>,
+    /// Tasks per pool and method, and their latencies, counted by the
+    /// workers for the metrics endpoint.
+    pub metrics: TaskMetrics,
+}
+
+// SAFETY: the view's references point into shared memory that lives as long
+// as the core (the owner keeps the segments alive beside it) and is only
+// reached through atomics and the record handoff protocol.
+unsafe impl Send for RuntimeCore {}
+// SAFETY: as above.
+unsafe impl Sync for RuntimeCore {}
+
+impl RuntimeCore {
+    pub fn new(
+        view: View,
+        client_arena: Arena,
+        runtime_arena: Arena,
+        registry: Registry,
+        stack_size: usize,
+        task_timeout_ns: u64,
+        log: slog::Logger,
+    ) -> RuntimeCore {
+        let metrics = TaskMetrics::new(view.lanes.len());
+        RuntimeCore {
+            view,
+            client_arena,
+            runtime_arena,
+            pools: PoolTable::default(),
+            registry,
+            stack_size,
+            task_timeout_ns,
+            log,
+            stop: AtomicBool::new(false),
+            rr: AtomicU32::new(0),
+            net: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    fn arena_of(&self, rec: &TaskRecord) -> &Arena {
+        if rec.flags.load(Ordering::Relaxed) & FLAG_IN_RUNTIME_ARENA != 0 {
+            &self.runtime_arena
+        } else {
+            &self.client_arena
+        }
+    }
+
+    /// The task's input, where its submitter put it (valid while the
+    /// task runs: the submitter wrote it before publishing SUBMITTED).
+    pub fn input_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
+        payload(
+            self.arena_of(rec),
+            &rec.inline_in,
+            rec.in_offset.load(Ordering::Relaxed),
+            rec.in_len.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The task's output (valid once DONE was acquired).
+    pub fn output_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
+        output_bytes(&self.runtime_arena, rec)
+    }
+
+    pub(crate) fn set_output(&self, rec: &TaskRecord, bytes: &[u8]) -> Result<(), TaskError> {
+        check_payload_len(bytes.len(), "output").map_err(TaskError::Failed)?;
+        let old = rec.out_offset.swap(INLINE, Ordering::Relaxed);
+        if old != INLINE {
+            let _ = self.runtime_arena.free(old);
+        }
+        if bytes.len() <= INLINE_BYTES {
+            // SAFETY: only the task's runner writes the output, before DONE.
+            unsafe { (&mut *rec.inline_out.get())[..bytes.len()].copy_from_slice(bytes) };
+        } else {
+            let owner = rec.owner.load(Ordering::Relaxed);
+            let off = self.runtime_arena.alloc(bytes.len(), owner).ok_or_else(|| {
+                TaskError::Failed(format!(
+                    "the runtime data segment has no room for {} bytes of output: raise memory.runtime_data_segment_size",
+                    bytes.len()
+                ))
+            })?;
+            // SAFETY: the fresh block holds at least bytes.len() bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.runtime_arena.ptr(off),
+                    bytes.len(),
+                )
+            };
+            rec.out_offset.store(off, Ordering::Relaxed);
+        }
+        rec.out_len.store(bytes.len() as u32, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes room for a task's output of `len` bytes to be written in
+    /// place: in the record when small, else a fresh block of the runtime
+    /// data segment (old bytes until written). Replaces any output set
+    /// before. The pointer is valid for `len` bytes until the output is
+    /// replaced or the record freed; only the task's runner may write it,
+    /// before DONE.
+    pub(crate) fn output_buffer(&self, rec: &TaskRecord, len: usize) -> Result<*mut u8, TaskError> {
+        let len32 = u32::try_from(len).map_err(|_| {
+            TaskError::Failed(format!(
+                "an output of {len} bytes is more than a task can return (4 GiB)"
+            ))
+        })?;
+        let old = rec.out_offset.swap(INLINE, Ordering::Relaxed);
+        if old != INLINE {
+            let _ = self.runtime_arena.free(old);
+        }
+        let ptr = if len <= INLINE_BYTES {
+            rec.inline_out.get().cast::<u8>()
+        } else {
+            let owner = rec.owner.load(Ordering::Relaxed);
+            let off = self.runtime_arena.alloc(len, owner).ok_or_else(|| {
+                TaskError::Failed(format!(
+                    "the runtime data segment has no room for {len} bytes of output: raise memory.runtime_data_segment_size"
+                ))
+            })?;
+            rec.out_offset.store(off, Ordering::Relaxed);
+            self.runtime_arena.ptr(off)
+        };
+        rec.out_len.store(len32, Ordering::Relaxed);
+        Ok(ptr)
+    }
+
+    /// Drops a reference to a record; the last one frees its payloads too.
+    pub fn release(&self, idx: u32, which: u32) {
+        self.view.records.release(idx, which, |r| {
+            free_payloads(&self.client_arena, &self.runtime_arena, r)
+        });
+    }
+
+    /// Wakes worker `w` if it sleeps.
+    #[inline]
+    pub fn ring(&self, w: u32) {
+        ring_lane(&self.view.lanes[w as usize]);
+    }
+
+    /// Completes a task (unless someone did first): `message` becomes its
+    /// output (errors), `drop_runtime` gives up the runtime's reference in
+    /// the same step (the worker, done with the record). Wakes the client and
+    /// a parent task's worker. Returns whether this call completed it.
+    pub(crate) fn finish(
+        &self,
+        idx: u32,
+        st: i32,
+        message: Option<&str>,
+        drop_runtime: bool,
+    ) -> bool {
+        self.finish_with(idx, st, message.map(str::as_bytes), drop_runtime)
+    }
+
+    /// [`RuntimeCore::finish`] with any output bytes (a remote task's
+    /// result). Output that finds no room turns the task into an error.
+    pub(crate) fn finish_with(
+        &self,
+        idx: u32,
+        mut st: i32,
+        output: Option<&[u8]>,
+        drop_runtime: bool,
+    ) -> bool {
+        let rec = self.view.records.get(idx);
+        if let Some(m) = output
+            && rec.phase() == record::SUBMITTED
+            && let Err(e) = self.set_output(rec, m)
+        {
+            // The full message needs the room that is missing: this one fits inline.
+            debug_assert!(
+                e.to_string()
+                    .contains("raise memory.runtime_data_segment_size")
+            );
+            st = status::MODULE_ERROR;
+            let _ = self.set_output(
+                rec,
+                b"no room for the output; raise memory.runtime_data_segment_size",
+            );
+        }
+        // Read before the CAS: once it lands the record may be freed.
+        let waker = rec.waker.load(Ordering::Relaxed);
+        match rec.complete(st, drop_runtime) {
+            Completion::Lost => {
+                if drop_runtime {
+                    self.release(idx, REF_RUNTIME);
+                }
+                false
+            }
+            Completion::Won { waiter, last } => {
+                if last {
+                    free_payloads(&self.client_arena, &self.runtime_arena, rec);
+                    self.view.records.free(idx);
+                } else if waiter {
+                    futex_wake(&rec.state, i32::MAX);
+                }
+                if waker == NET_WAKER {
+                    if let Some(net) = self.net.get() {
+                        net.post(Note::Done(idx));
+                    }
+                } else if waker != record::NO_WAKER {
+                    self.ring(waker - 1);
+                }
+                true
+            }
+        }
+    }
+
+    /// Fills a record the runtime allocated for itself (a subtask, a peer's
+    /// task), its input in the runtime data segment. Without room, the
+    /// record is given back and the error says what to raise.
+    pub(crate) fn fill_runtime_record(
+        &self,
+        idx: u32,
+        pool: u32,
+        method: u32,
+        input: &[u8],
+    ) -> Result<(), String> {
+        if let Err(e) = check_payload_len(input.len(), "input") {
+            self.release(idx, REF_CLIENT);
+            return Err(e);
+        }
+        let rec = self.view.records.get(idx);
+        fill_record(
+            self.view.header,
+            &self.runtime_arena,
+            rec,
+            pool,
+            method,
+            input,
+            record::RUNTIME_OWNER,
+            FLAG_IN_RUNTIME_ARENA,
+        )
+        .map_err(|len| {
+            self.release(idx, REF_CLIENT);
+            format!(
+                "the runtime data segment has no room for {len} bytes of task input: raise memory.runtime_data_segment_size"
+            )
+        })
+    }
+
+    /// Submits a task from inside a running task (a subtask). A full lane or
+    /// an exhausted pool makes the caller yield, never block its worker.
+    pub(crate) fn submit_internal(
+        &self,
+        worker: u32,
+        pool: u32,
+        method: u32,
+        input: &[u8],
+        local: bool,
+        yielder: &Yielder<(), Suspend>,
+    ) -> Result<u32, TaskError> {
+        let idx = loop {
+            if let Some(i) = self.view.records.alloc(record::RUNTIME_OWNER) {
+                break i;
+            }
+            yielder.suspend(Suspend::Yield);
+        };
+        self.fill_runtime_record(idx, pool, method, input)
+            .map_err(TaskError::Failed)?;
+        let rec = self.view.records.get(idx);
+        rec.waker.store(worker + 1, Ordering::Relaxed);
+        let lanes = self.view.lanes.len() as u32;
+        // The network executor has no lane of its own.
+        let lane = if local && worker < lanes {
+            worker
+        } else {
+            self.rr.fetch_add(1, Ordering::Relaxed) % lanes
+        };
+        rec.lane.store(lane, Ordering::Relaxed);
+        rec.mark_submitted();
+        while self.view.lanes[lane as usize].push(idx).is_err() {
+            yielder.suspend(Suspend::Yield);
+        }
+        self.ring(lane);
+        Ok(idx)
+    }
+
+    pub fn pools(&self) -> Vec<chimaera_module::PoolInfo> {
+        self.pools.list()
+    }
+
+    /// The network layer's view of the cluster, when one is attached.
+    pub fn cluster_stats(&self) -> Option<chimaera_proto::admin::ClusterStats> {
+        self.net.get().map(|n| n.cluster_stats())
+    }
+
+    /// Attaches a network layer: tasks with a route reach other nodes from
+    /// here on. The first one stays.
+    pub(crate) fn attach_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.net.set(remote);
+    }
+
+    /// Asks every worker to finish and wakes them all.
+    pub fn request_stop(&self) {
+        self.view
+            .header
+            .state
+            .store(layout::RUNTIME_STOPPING, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        for w in 0..self.view.lanes.len() as u32 {
+            ring_lane_force(&self.view.lanes[w as usize]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::check_payload_len;
+
+    #[test]
+    fn payloads_over_32_bits_are_refused_not_cut() {
+        assert!(check_payload_len(u32::MAX as usize, "input").is_ok());
+        let e = check_payload_len(u32::MAX as usize + 1, "output").unwrap_err();
+        assert!(
+            e.contains("output is at most 4 GiB") && e.contains("4294967296"),
+            "{e}"
+        );
+    }
+}
