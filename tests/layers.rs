@@ -272,3 +272,34 @@ fn the_checker_sees_upward_imports() {
     );
     assert_eq!(crate_refs(&code), ["config", "engine", "net"]);
 }
+
+#[test]
+fn clients_and_modules_build_without_the_daemons_dependencies() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for (krate, banned) in [
+        (
+            "chimaera-client",
+            &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
+        ),
+        ("chimaera-module", &["zmq", "zmq-sys", "clap", "slog"][..]),
+        (
+            "chimaera-proto",
+            &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
+        ),
+    ] {
+        let out = std::process::Command::new(&cargo)
+            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none"])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo tree -p {krate} failed");
+        let tree = String::from_utf8_lossy(&out.stdout);
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            assert!(
+                !banned.contains(&name),
+                "{krate} depends on {name}:\n{tree}"
+            );
+        }
+    }
+}
