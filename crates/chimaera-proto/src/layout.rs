@@ -328,6 +328,7 @@ mod tests {
         let layout = Layout::compute(len as u64, 4096, 2, 16).unwrap();
         // SAFETY: mem outlives both views and nobody else uses it.
         let v = unsafe { View::format(base, len, 4096, &layout, 1000, 0) }.unwrap();
+        // SAFETY: as above; `format` just wrote the header `attach` reads.
         let w = unsafe { View::attach(base, len, 4096) }.unwrap();
         v.lanes[1].push(5).unwrap();
         assert_eq!(w.lanes[1].pop(), Some(5));
