@@ -222,3 +222,91 @@ fn a_blocking_quick_method_withholds_the_watchdog() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
+
+/// A module that panics (examples/faulty_module.rs) fails its own task with
+/// the panic's message; the daemon, the pool and other clients' tasks go
+/// on, and the daemon stops cleanly afterwards.
+#[test]
+fn a_panicking_module_fails_only_its_task() {
+    let bin = example("faulty_module");
+    let node = Node::new("faulty");
+    append(&node, "compose:\n  - name: f\n    module: faulty\n");
+    let err = std::fs::File::create(node.dir.path().join("stderr.faulty")).unwrap();
+    let mut child = Daemon(
+        node.command(bin.to_str().unwrap(), &["run"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while node.output(&["status"]).status.code() != Some(0) {
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", node.log());
+        assert!(t.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = node.client();
+    let pool = client
+        .list_pools()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "f")
+        .unwrap();
+    // Another client's stream of tasks runs on while the module panics.
+    let other = node.client();
+    let pings = std::thread::spawn(move || {
+        for _ in 0..2000 {
+            other.ping().unwrap();
+        }
+    });
+    for round in 0..20 {
+        let e = client
+            .call(&Task::new(pool.id, 0, format!("boom {round}").as_bytes()))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Module { message, .. }
+                if message == &format!("module faulty panicked: boom {round}")),
+            "{e}"
+        );
+        let e = client.call(&Task::new(pool.id, 1, b"x")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("module faulty panicked: index out of bounds"),
+            "{e}"
+        );
+        assert_eq!(
+            client.call(&Task::new(pool.id, 2, b"still here")).unwrap(),
+            b"still here"
+        );
+    }
+    pings.join().unwrap();
+    assert!(child.0.try_wait().unwrap().is_none(), "the daemon lives");
+    let stderr = std::fs::read_to_string(node.dir.path().join("stderr.faulty")).unwrap();
+    assert!(
+        stderr.contains("module code panicked on chi-worker-") && stderr.contains("boom 0"),
+        "{stderr}"
+    );
+    let out = node.output(&["stop"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+/// Containing a module's panic needs unwinding in every profile the daemon
+/// ships with (engine::guard aborts for the daemon's own panics instead).
+#[test]
+fn every_profile_unwinds() {
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    )
+    .unwrap();
+    let value: toml::Value = toml::from_str(&manifest).unwrap();
+    if let Some(profiles) = value.get("profile").and_then(|p| p.as_table()) {
+        for (name, p) in profiles {
+            assert_ne!(
+                p.get("panic").and_then(|v| v.as_str()),
+                Some("abort"),
+                "profile {name} aborts on panic: a module's panic would take the daemon down"
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! above it (the admin module is handed in by whoever starts the engine),
 //! and so is the network layer, which it reaches through [`remote::Remote`].
 
+pub mod guard;
 pub mod meter;
 pub mod pools;
 pub mod remote;

@@ -77,6 +77,12 @@ impl PoolTable {
         Ok(info)
     }
 
+    /// The module of pool `id`, if there is such a pool.
+    pub fn module_of(&self, id: u32) -> Option<String> {
+        let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        Some(pools.get(id as usize)?.as_ref()?.info.module.clone())
+    }
+
     pub fn remove(&self, id: u32) -> Option<PoolInfo> {
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
         let pool = pools.get_mut(id as usize)?.take()?;

@@ -202,6 +202,7 @@ pub fn report_config_errors(errors: &config::ConfigErrors) {
 
 /// `chimaera run`: the daemon in the foreground. Returns the exit code.
 pub fn run(opts: LoadOptions, registry: crate::engine::pools::Registry) -> u8 {
+    crate::engine::guard::install_hook();
     let env = Env::from_process();
     let loaded = match crate::preflight::load_and_check(&opts, &env) {
         Ok(l) => l,

@@ -4,6 +4,7 @@
 
 use super::task::EngineTask;
 use super::*;
+use crate::engine::guard;
 
 pub(super) type TaskCoroutine = Coroutine<(), Suspend, Result<(), TaskError>, DefaultStack>;
 
@@ -351,7 +352,14 @@ impl Worker {
                 yielder,
                 subtasks: Vec::new(),
             };
-            container.run(&mut TaskContext::new(info, &mut host))
+            guard::contain(|| container.run(&mut TaskContext::new(info, &mut host))).unwrap_or_else(
+                |m| {
+                    Err(TaskError::Failed(format!(
+                        "module {} panicked: {m}",
+                        core.pools.module_of(info.pool_id).unwrap_or_default()
+                    )))
+                },
+            )
         });
         self.drive(coro, idx, meter);
     }
@@ -386,7 +394,7 @@ impl Worker {
 
     fn drive(&mut self, mut coro: TaskCoroutine, idx: u32, meter: Meter) {
         self.slot.running.store(idx, Ordering::Release);
-        let result = coro.resume(());
+        let result = guard::in_module(|| coro.resume(()));
         match result {
             CoroutineResult::Return(result) => {
                 if self.stacks.len() < STACK_POOL {
