@@ -11,8 +11,8 @@ use crate::config::{self, Env, KEYS, LoadOptions, Loaded};
 use crate::exit;
 use crate::service;
 use crate::shm::{self, Liveness};
-use chimaera_client::Client;
 use chimaera_client::discovery;
+use chimaera_client::{Client, Locator};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -342,8 +342,8 @@ enum Found {
     },
 }
 
-fn find_runtime(loaded: &Loaded, env: &Env) -> Result<Found, String> {
-    let (path, disc) = match discovery::find(&loaded.locator(), env) {
+fn find_runtime(loc: &Locator, env: &Env) -> Result<Found, String> {
+    let (path, disc) = match discovery::find(loc, env) {
         Ok(found) => found,
         Err(discovery::NotFound::Nowhere(searched)) => return Ok(Found::Nowhere { searched }),
         Err(discovery::NotFound::Denied(path, e)) => {
@@ -414,16 +414,21 @@ fn not_running_message(found: &Found) -> String {
     }
 }
 
-/// Loads the configuration and looks for its runtime; on failure, the exit
-/// code (`lookup_failed` when the lookup itself fails).
-fn locate(opts: &LoadOptions, lookup_failed: u8) -> Result<(Loaded, Found), u8> {
+/// Reads what locates the runtime (segment names, run directory: a
+/// client's part of the configuration, none of the daemon's checks or
+/// secrets) and looks for it; on failure, the exit code (`lookup_failed`
+/// when the lookup itself fails).
+fn locate(opts: &LoadOptions, lookup_failed: u8) -> Result<(Locator, Found), u8> {
     let env = Env::from_process();
-    let loaded = load_or_report(opts, &env)?;
-    let found = find_runtime(&loaded, &env).map_err(|e| {
+    let loc = Locator::load(opts, &env).map_err(|e| {
+        eprintln!("chimaera: configuration error: {e}");
+        exit::CONFIG
+    })?;
+    let found = find_runtime(&loc, &env).map_err(|e| {
         eprintln!("chimaera: {e}");
         lookup_failed
     })?;
-    Ok((loaded, found))
+    Ok((loc, found))
 }
 
 fn status(opts: &LoadOptions, json: bool) -> u8 {
