@@ -160,7 +160,6 @@ impl Engine {
             engine.reapers.push((tx, handle));
         }
         core.view
-            .header
             .state
             .store(layout::RUNTIME_RUNNING, Ordering::Release);
         info!(

@@ -42,13 +42,15 @@ pub struct Snapshot {
     pub clients: u64,
     pub pools: u64,
     pub cluster: Option<ClusterStats>,
+    /// Words read from shared memory that failed their checks.
+    pub rejected: chimaera_proto::admin::Rejected,
 }
 
 /// Reads the runtime's state; `main_len` is the main segment's size.
 pub fn gather(core: &RuntimeCore, main_len: u64) -> Snapshot {
     let v = &core.view;
     let (tasks, durations) = core.metrics.read();
-    let layout = &v.header.layout;
+    let layout = &v.info.layout;
     let record = size_of::<TaskRecord>() as u64;
     let in_use = u64::from(v.records.in_use());
     let carved = u64::from(v.records.header.carved.load(Ordering::Relaxed))
@@ -75,7 +77,7 @@ pub fn gather(core: &RuntimeCore, main_len: u64) -> Snapshot {
         });
     }
     Snapshot {
-        uptime_s: now_ns().saturating_sub(v.header.started_ns) as f64 / 1e9,
+        uptime_s: now_ns().saturating_sub(v.info.started_ns) as f64 / 1e9,
         tasks,
         durations,
         workers: v
@@ -99,5 +101,6 @@ pub fn gather(core: &RuntimeCore, main_len: u64) -> Snapshot {
             .count() as u64,
         pools: core.pools.list().len() as u64,
         cluster: core.cluster_stats(),
+        rejected: core.rejected.read(),
     }
 }

@@ -83,6 +83,7 @@ fn sample_snapshot() -> Snapshot {
         clients: 1,
         pools: 1,
         cluster: None,
+        rejected: Default::default(),
     }
 }
 

@@ -178,6 +178,20 @@ pub fn render(s: &Snapshot) -> String {
         s.records_capacity,
     );
     o.family(
+        "chimaera_shm_rejected_total",
+        "counter",
+        "Words read from shared memory that failed their checks, by kind: the task was ended with BAD_INPUT or, where none could be named, the word was dropped.",
+    );
+    let r = &s.rejected;
+    for (kind, v) in [
+        ("record_index", r.record_index),
+        ("payload", r.payload),
+        ("waker", r.waker),
+        ("state", r.state),
+    ] {
+        o.sample("chimaera_shm_rejected_total", &[("kind", kind)], v);
+    }
+    o.family(
         "chimaera_segment_bytes",
         "gauge",
         "Shared-memory segments: bytes in use, bytes ever carved (high-water mark) and capacity (main: engine structures and task records; data segments: their allocators' blocks).",

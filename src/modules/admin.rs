@@ -170,7 +170,7 @@ fn stats(core: &RuntimeCore) -> Stats {
     let v = &core.view;
     Stats {
         pid: std::process::id(),
-        uptime_ms: (now_ns() - v.header.started_ns) / 1_000_000,
+        uptime_ms: (now_ns() - v.info.started_ns) / 1_000_000,
         workers: v
             .workers
             .iter()
@@ -182,9 +182,9 @@ fn stats(core: &RuntimeCore) -> Stats {
             })
             .collect(),
         network_lane_depth: v.net_lane.depth_now(),
-        queue_depth: v.header.layout.queue_depth,
+        queue_depth: v.info.layout.queue_depth,
         records_in_use: v.records.in_use(),
-        records_capacity: v.header.layout.num_records,
+        records_capacity: v.info.layout.num_records,
         clients: v
             .clients
             .iter()
@@ -194,6 +194,7 @@ fn stats(core: &RuntimeCore) -> Stats {
         client_data: core.client_arena.usage(),
         runtime_data: core.runtime_arena.usage(),
         cluster: core.cluster_stats(),
+        rejected: core.rejected.read(),
     }
 }
 

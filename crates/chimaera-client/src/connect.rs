@@ -210,7 +210,7 @@ impl Client {
             Arena::attach(region(&client)).map_err(|e| ClientError::Other(e.to_string()))?;
         let runtime_arena =
             Arena::attach(region(&runtime)).map_err(|e| ClientError::Other(e.to_string()))?;
-        match view.header.state.load(Ordering::Acquire) {
+        match view.state.load(Ordering::Acquire) {
             layout::RUNTIME_RUNNING => {}
             layout::RUNTIME_STOPPING => return Err(ClientError::Stopping),
             _ => {
@@ -234,7 +234,7 @@ impl Client {
                     )
                     .is_ok()
             })
-            .ok_or(ClientError::TooManyClients(view.header.max_clients))?;
+            .ok_or(ClientError::TooManyClients(view.info.max_clients))?;
         let s = &view.clients[slot];
         s.pid.store(pid, Ordering::Relaxed);
         s.start_time.store(start_time, Ordering::Relaxed);
@@ -254,8 +254,8 @@ impl Client {
                     .into(),
             ));
         }
-        let policy = view.header.lane_policy;
-        let runtime_pid = view.header.runtime_pid;
+        let policy = view.info.lane_policy;
+        let runtime_pid = view.info.runtime_pid;
         // Without write access to it (or with a runtime that has none), tasks
         // with a route take the workers' lanes: one hand-off more, no less.
         let net_wake = (!disc.wake_socket.is_empty())

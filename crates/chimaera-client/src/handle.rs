@@ -9,6 +9,9 @@ pub struct TaskHandle<'c> {
     pub(crate) client: &'c Client,
     pub(crate) idx: u32,
     pub(crate) routed: bool,
+    /// The task's deadline as this client wrote it: the record's copy is in
+    /// shared memory, where anyone may write over it.
+    pub(crate) deadline_ns: u64,
 }
 
 impl TaskHandle<'_> {
@@ -128,8 +131,9 @@ impl TaskHandle<'_> {
             }
         }
         // The runtime completes overdue tasks itself; this margin only
-        // matters if its timekeeper cannot run.
-        let task_deadline = rec.deadline_ns.load(Ordering::Relaxed) + 1_000_000_000;
+        // matters if it cannot (its timekeeper is stuck, or the task's
+        // record or lane cell was written over and no worker will see it).
+        let task_deadline = self.deadline_ns.saturating_add(1_000_000_000);
         let mut last_check = Instant::now();
         loop {
             let s = rec.state.load(Ordering::Acquire);

@@ -90,18 +90,20 @@ impl Client {
         if routed {
             inner.routed_out.fetch_add(1, Ordering::Relaxed);
         }
-        let handle = TaskHandle {
+        let mut handle = TaskHandle {
             client: self,
             idx,
             routed,
+            deadline_ns: u64::MAX,
         };
         let rec = view.records.get(idx);
         rec.route_arg.store(route_arg, Ordering::Relaxed);
-        fill_record(view.header, &inner.client_arena, rec, task.pool, task.method, task.input, inner.owner, route_flags).map_err(|len| {
+        fill_record(view.info.task_timeout_ns, &inner.client_arena, rec, task.pool, task.method, task.input, inner.owner, route_flags).map_err(|len| {
             ClientError::Other(format!(
                 "no room for {len} bytes of task input in the client data segment: raise memory.client_data_segment_size"
             ))
         })?;
+        handle.deadline_ns = rec.deadline_ns.load(Ordering::Relaxed);
         // A task with a route goes straight to the network thread, unless
         // the caller chose a lane.
         let to_net = lane.is_none() && route_flags != 0 && inner.net_wake.is_some();

@@ -85,6 +85,29 @@ pub struct Stats {
     /// without its network layer).
     #[serde(default)]
     pub cluster: Option<ClusterStats>,
+    /// Words read from shared memory that failed their checks.
+    #[serde(default)]
+    pub rejected: Rejected,
+}
+
+/// What the runtime refused of what it read from shared memory, by kind:
+/// each was a task ended with BAD_INPUT or, where no task could be named,
+/// dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// Record indices out of range (in a lane cell, a worker slot).
+    #[serde(default)]
+    pub record_index: u64,
+    /// Payload offsets or lengths outside the data region or the owner's block.
+    #[serde(default)]
+    pub payload: u64,
+    /// Wakers naming no worker.
+    #[serde(default)]
+    pub waker: u64,
+    /// Records in a lane that were not submitted (a corrupt state word, a
+    /// record pushed twice).
+    #[serde(default)]
+    pub state: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,8 +12,17 @@
 //! Depth need not be a power of two (queue_depth is an operator's number);
 //! positions are u64, sequences their low 32 bits compared with wrapping
 //! arithmetic, which is sound while depth < 2^31.
+//!
+//! Anyone who maps the segment can write any of it, so nothing the lane
+//! reads from it is trusted with more than a wrong answer: the consumer
+//! keeps its position in its own memory (the segment's `head` is only
+//! published for others to read), a cell's value is a record index its
+//! reader checks, and a producer gives up (`Full`) after a bounded number
+//! of looks at a tail that does not make sense.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::shared::Pad;
 
 pub const EMPTY: u32 = u32::MAX;
 
@@ -33,26 +42,40 @@ fn unpack(word: u64) -> (u32, u32) {
 #[repr(C, align(64))]
 pub struct LaneHeader {
     pub tail: AtomicU64,
-    _p0: [u8; 56],
+    _p0: Pad<56>,
+    /// The consumer's position, published for stats; the consumer itself
+    /// goes by its own copy.
     pub head: AtomicU64,
-    _p1: [u8; 56],
+    _p1: Pad<56>,
     /// 1 while the worker sleeps (or is about to); producers wake it.
     pub doorbell: AtomicU32,
-    pub depth: u32,
-    _p2: [u8; 56],
+    pub depth: AtomicU32,
+    _p2: Pad<56>,
 }
 
-/// A lane as seen by one process: its header and cells in the mapping.
+/// A lane as seen by one process: its header and cells in the mapping, and
+/// the consumer's position in this process's own memory.
 #[derive(Clone, Copy)]
 pub struct Lane<'a> {
     pub header: &'a LaneHeader,
     pub cells: &'a [AtomicU64],
+    head: &'a AtomicU64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
 impl<'a> Lane<'a> {
+    /// A lane over `header` and `cells` (in a segment) whose consumer's
+    /// position is `head` (in private memory).
+    pub fn new(header: &'a LaneHeader, cells: &'a [AtomicU64], head: &'a AtomicU64) -> Lane<'a> {
+        Lane {
+            header,
+            cells,
+            head,
+        }
+    }
+
     /// Bytes a lane of `depth` cells takes, header included, rounded to 64.
     pub fn bytes(depth: u32) -> usize {
         (size_of::<LaneHeader>() + depth as usize * 8).next_multiple_of(64)
@@ -66,9 +89,10 @@ impl<'a> Lane<'a> {
             c.store(pack(i as u32, EMPTY), Ordering::Relaxed);
         }
         self.header.head.store(0, Ordering::Relaxed);
+        self.head.store(0, Ordering::Relaxed);
         self.header.tail.store(0, Ordering::Relaxed);
         self.header.doorbell.store(0, Ordering::Relaxed);
-        debug_assert_eq!(depth, u64::from(self.header.depth));
+        self.header.depth.store(depth as u32, Ordering::Relaxed);
     }
 
     /// Publishes `record`, or says the lane is full. Never blocks.
@@ -76,7 +100,9 @@ impl<'a> Lane<'a> {
     pub fn push(&self, record: u32) -> Result<(), Full> {
         debug_assert_ne!(record, EMPTY);
         let depth = self.cells.len() as u64;
-        loop {
+        // Honest producers finish within a lap of looks; a tail or cells
+        // someone scribbled on must not hold a producer forever.
+        for _ in 0..2 * depth + 64 {
             let t = self.header.tail.load(Ordering::Acquire);
             let cell = &self.cells[(t % depth) as usize];
             let (seq, value) = unpack(cell.load(Ordering::Acquire));
@@ -117,6 +143,7 @@ impl<'a> Lane<'a> {
             }
             // diff > 0: our tail was stale; read it again.
         }
+        Err(Full)
     }
 
     /// Takes the next record, if any. Only the lane's worker calls this.
@@ -131,7 +158,7 @@ impl<'a> Lane<'a> {
     #[inline]
     pub fn pop_then(&self, claim: impl FnOnce(u32)) -> Option<u32> {
         let depth = self.cells.len() as u64;
-        let h = self.header.head.load(Ordering::Relaxed);
+        let h = self.head.load(Ordering::Relaxed);
         let cell = &self.cells[(h % depth) as usize];
         let (seq, value) = unpack(cell.load(Ordering::Acquire));
         if seq != h as u32 || value == EMPTY {
@@ -139,6 +166,7 @@ impl<'a> Lane<'a> {
         }
         claim(value);
         cell.store(pack((h + depth) as u32, EMPTY), Ordering::Release);
+        self.head.store(h + 1, Ordering::Release);
         self.header.head.store(h + 1, Ordering::Release);
         Some(value)
     }
@@ -148,7 +176,7 @@ impl<'a> Lane<'a> {
     #[inline]
     pub fn peek(&self, ahead: u64) -> Option<u32> {
         let depth = self.cells.len() as u64;
-        let pos = self.header.head.load(Ordering::Relaxed) + ahead;
+        let pos = self.head.load(Ordering::Relaxed) + ahead;
         let (seq, value) = unpack(self.cells[(pos % depth) as usize].load(Ordering::Acquire));
         (seq == pos as u32 && value != EMPTY).then_some(value)
     }
@@ -158,22 +186,23 @@ impl<'a> Lane<'a> {
     #[inline]
     pub fn has_work(&self) -> bool {
         let depth = self.cells.len() as u64;
-        let h = self.header.head.load(Ordering::Relaxed);
+        let h = self.head.load(Ordering::Relaxed);
         let (seq, value) = unpack(self.cells[(h % depth) as usize].load(Ordering::SeqCst));
         seq == h as u32 && value != EMPTY
     }
 
-    /// Tasks waiting (approximate while producers race).
+    /// Tasks waiting (approximate while producers race; at most the depth
+    /// whatever the tail says).
     pub fn depth_now(&self) -> u64 {
         let t = self.header.tail.load(Ordering::Relaxed);
         let h = self.header.head.load(Ordering::Relaxed);
-        t.saturating_sub(h)
+        t.saturating_sub(h).min(self.cells.len() as u64)
     }
 
     /// The records currently queued, for the timekeeper's scan of a stuck lane.
     pub fn queued(&self) -> impl Iterator<Item = u32> + '_ {
         let depth = self.cells.len() as u64;
-        let h = self.header.head.load(Ordering::Acquire);
+        let h = self.head.load(Ordering::Acquire);
         (h..h + depth).map_while(move |pos| {
             let (seq, value) = unpack(self.cells[(pos % depth) as usize].load(Ordering::Acquire));
             (seq == pos as u32 && value != EMPTY).then_some(value)
@@ -190,26 +219,43 @@ mod tests {
     struct Owned {
         header: Box<LaneHeader>,
         cells: Vec<AtomicU64>,
+        head: AtomicU64,
     }
 
     impl Owned {
         fn new(depth: u32) -> Owned {
             // SAFETY: LaneHeader is atomics and padding; all-zero is valid.
-            let mut header: Box<LaneHeader> = Box::new(unsafe { std::mem::zeroed() });
-            header.depth = depth;
+            let header: Box<LaneHeader> = Box::new(unsafe { std::mem::zeroed() });
             let o = Owned {
                 header,
                 cells: (0..depth).map(|_| AtomicU64::new(0)).collect(),
+                head: AtomicU64::new(0),
             };
             o.lane().init();
             o
         }
         fn lane(&self) -> Lane<'_> {
-            Lane {
-                header: &self.header,
-                cells: &self.cells,
-            }
+            Lane::new(&self.header, &self.cells, &self.head)
         }
+    }
+
+    #[test]
+    fn scribbled_control_words_cost_answers_not_the_consumer_or_producers() {
+        let o = Owned::new(4);
+        let lane = o.lane();
+        lane.push(1).unwrap();
+        lane.push(2).unwrap();
+        // Someone moves the published head back and the tail far behind.
+        lane.header.head.store(0x1234_5678, Ordering::SeqCst);
+        assert_eq!(lane.pop(), Some(1), "the consumer goes by its own head");
+        lane.header.tail.store(u64::MAX - 3, Ordering::SeqCst);
+        // A producer looking at a tail that makes no sense gives up in time.
+        let t = std::time::Instant::now();
+        let _ = lane.push(3);
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(lane.pop(), Some(2));
+        assert!(lane.depth_now() <= 4);
+        assert!(lane.queued().count() <= 4);
     }
 
     #[test]

@@ -13,10 +13,12 @@
 //!         records    [TaskRecord] x records (256 B each; the rest of the segment)
 //! ```
 
+use std::ptr::addr_of;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::lane::{Lane, LaneHeader};
 use crate::record::{PoolHeader, Records, TaskRecord};
+use crate::shared::{Pad, read_shared};
 
 pub const ENGINE_MAGIC: u64 = u64::from_le_bytes(*b"CHIENGN1");
 pub const MAX_CLIENTS: u32 = 1024;
@@ -32,6 +34,10 @@ pub const RUNTIME_STARTING: u32 = 0;
 pub const RUNTIME_RUNNING: u32 = 1;
 pub const RUNTIME_STOPPING: u32 = 2;
 
+/// The engine's header in the main segment. Its plain fields are written
+/// once, before the segment is published; every process copies them out
+/// ([`EngineInfo`]) and checks them, and no reference to the header is ever
+/// formed: only to its atomics.
 #[repr(C, align(64))]
 pub struct EngineHeader {
     pub magic: u64,
@@ -50,6 +56,20 @@ pub struct EngineHeader {
     pub pool: PoolHeader,
 }
 
+/// The written-once part of the [`EngineHeader`], as this process read (and
+/// checked) it: what the runtime planned. Nobody reads the segment's copy
+/// again, so a process that scribbles on it changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub layout: Layout,
+    pub max_clients: u32,
+    pub task_timeout_ns: u64,
+    pub lane_policy: u32,
+    pub runtime_pid: u32,
+    /// CLOCK_MONOTONIC ns of the runtime's start.
+    pub started_ns: u64,
+}
+
 /// Per-worker counters and its current task, for stats and the timekeeper.
 #[repr(C, align(64))]
 pub struct WorkerSlot {
@@ -60,8 +80,8 @@ pub struct WorkerSlot {
     /// Bumped on every pass of the worker's loop; unchanged means stuck.
     pub progress: AtomicU64,
     pub suspended: AtomicU32,
-    pub _r: u32,
-    pub _pad: [u8; 32],
+    pub _r: Pad<4>,
+    pub _pad: Pad<32>,
 }
 
 /// Idle: running nothing. (A zero `running` would name record 0, and the
@@ -74,8 +94,8 @@ impl Default for WorkerSlot {
             cpu: AtomicU32::new(0),
             progress: AtomicU64::new(0),
             suspended: AtomicU32::new(0),
-            _r: 0,
-            _pad: [0; 32],
+            _r: Pad::default(),
+            _pad: Pad::default(),
         }
     }
 }
@@ -96,7 +116,7 @@ pub struct ClientSlot {
     pub state: AtomicU32,
     pub pid: AtomicU32,
     pub start_time: AtomicU64,
-    pub _pad: [u8; 48],
+    pub _pad: Pad<48>,
 }
 
 /// Offsets computed from the segment size and the configuration; stored in
@@ -166,83 +186,128 @@ impl Layout {
 /// The engine's structures as seen from one process's mapping.
 #[derive(Clone)]
 pub struct View {
-    pub header: &'static EngineHeader,
+    /// The engine header's written-once fields, copied and checked.
+    pub info: EngineInfo,
+    /// The runtime's state word (STARTING, RUNNING, STOPPING).
+    pub state: &'static AtomicU32,
     pub lanes: Vec<Lane<'static>>,
     /// Served by the network thread, not a worker.
     pub net_lane: Lane<'static>,
     pub workers: &'static [WorkerSlot],
     pub clients: &'static [ClientSlot],
     pub records: Records<'static>,
+    /// The lanes' consumer positions, in this process's memory (the lanes
+    /// point into it; the workers' lanes first, then the network lane's).
+    _heads: std::sync::Arc<[AtomicU64]>,
 }
 
 impl View {
-    /// Builds the view over a mapping whose engine header is at `engine_off`.
+    /// Builds the view over a mapping whose engine header is at `engine_off`,
+    /// reading the header's planned layout and checking it: it must be the
+    /// layout [`Layout::compute`] gives for this segment, so nothing it
+    /// points at lies outside the mapping whoever wrote it.
     ///
     /// # Safety
     /// `base` must point at a mapping of at least `len` bytes that stays
     /// mapped for as long as the view (and copies of it) are used; the owner
-    /// keeps the mapping alive beside the view. The header must have been
-    /// written by [`View::format`] (the caller checked the magic).
+    /// keeps the mapping alive beside the view.
     pub unsafe fn attach(base: *mut u8, len: usize, engine_off: u64) -> Result<View, String> {
-        // SAFETY: per the contract, base..base+len is mapped; each region is
-        // bounds-checked below before a reference to it is made.
+        if engine_off as usize + size_of::<EngineHeader>() > len {
+            return Err("main segment too small for the engine header".into());
+        }
+        // SAFETY: the header lies inside the mapping (checked above); its
+        // fields are plain integers, read by copy, never by reference.
+        let (magic, info) = unsafe {
+            let h = base.add(engine_off as usize) as *const EngineHeader;
+            (
+                read_shared(addr_of!((*h).magic)),
+                EngineInfo {
+                    layout: read_shared(addr_of!((*h).layout)),
+                    max_clients: read_shared(addr_of!((*h).max_clients)),
+                    task_timeout_ns: read_shared(addr_of!((*h).task_timeout_ns)),
+                    lane_policy: read_shared(addr_of!((*h).lane_policy)),
+                    runtime_pid: read_shared(addr_of!((*h).runtime_pid)),
+                    started_ns: read_shared(addr_of!((*h).started_ns)),
+                },
+            )
+        };
+        if magic != ENGINE_MAGIC {
+            return Err("main segment has no task engine (magic mismatch)".into());
+        }
+        let planned = Layout::compute(
+            len as u64,
+            engine_off,
+            info.layout.num_lanes,
+            info.layout.queue_depth,
+        );
+        if planned.as_ref() != Ok(&info.layout) || info.max_clients != MAX_CLIENTS {
+            return Err(format!(
+                "main segment layout is not one this build plans for a segment of {len} bytes: {:?}",
+                info.layout
+            ));
+        }
+        // SAFETY: the layout is the one compute() plans for this length, so
+        // every region lies inside the mapping; per the contract it stays
+        // mapped.
+        unsafe { View::build(base, engine_off, info) }
+    }
+
+    /// The view of a layout known to fit the mapping.
+    ///
+    /// # Safety
+    /// `info.layout` must lie inside the mapping at `base` (as
+    /// [`Layout::compute`] plans it), which must stay mapped while the view
+    /// is used.
+    unsafe fn build(base: *mut u8, engine_off: u64, info: EngineInfo) -> Result<View, String> {
+        let layout = info.layout;
+        // SAFETY: per the contract every region below is inside the mapping;
+        // the references made are to atomics and Pad only (see shared.rs).
         unsafe {
             let at = |off: u64| base.add(off as usize);
-            if engine_off as usize + size_of::<EngineHeader>() > len {
-                return Err("main segment too small for the engine header".into());
-            }
-            let header = &*(at(engine_off) as *const EngineHeader);
-            if header.magic != ENGINE_MAGIC {
-                return Err("main segment has no task engine (magic mismatch)".into());
-            }
-            let n = header.layout.num_records as u64;
-            let end = header.layout.records_off + n * size_of::<TaskRecord>() as u64;
-            if end > len as u64 {
-                return Err(format!(
-                    "main segment layout runs past its end ({end} > {len})"
-                ));
-            }
-            let depth = header.layout.queue_depth as usize;
-            let lane_at = |off: u64| {
+            let h = at(engine_off) as *const EngineHeader;
+            let depth = layout.queue_depth as usize;
+            let heads: std::sync::Arc<[AtomicU64]> =
+                (0..=layout.num_lanes).map(|_| AtomicU64::new(0)).collect();
+            // The view keeps `heads` alive beside the lanes that point into it.
+            let heads_ptr = heads.as_ptr();
+            let lane_at = |off: u64, i: u32| {
                 let h = at(off);
-                Lane {
-                    header: &*(h as *const LaneHeader),
-                    cells: std::slice::from_raw_parts(
+                Lane::new(
+                    &*(h as *const LaneHeader),
+                    std::slice::from_raw_parts(
                         h.add(size_of::<LaneHeader>()) as *const AtomicU64,
                         depth,
                     ),
-                }
+                    &*heads_ptr.add(i as usize),
+                )
             };
-            let lanes = (0..header.layout.num_lanes as u64)
-                .map(|i| lane_at(header.layout.lanes_off + i * header.layout.lane_stride))
+            let lanes = (0..layout.num_lanes)
+                .map(|i| lane_at(layout.lanes_off + u64::from(i) * layout.lane_stride, i))
                 .collect();
-            let net_lane = lane_at(header.layout.net_lane_off);
+            let net_lane = lane_at(layout.net_lane_off, layout.num_lanes);
             let workers = std::slice::from_raw_parts(
-                at(header.layout.workers_off) as *const WorkerSlot,
-                header.layout.num_lanes as usize,
+                at(layout.workers_off) as *const WorkerSlot,
+                layout.num_lanes as usize,
             );
             let clients = std::slice::from_raw_parts(
-                at(header.layout.clients_off) as *const ClientSlot,
-                header.max_clients as usize,
+                at(layout.clients_off) as *const ClientSlot,
+                info.max_clients as usize,
             );
+            let n = layout.num_records as usize;
             let records = Records {
-                header: &header.pool,
-                records: std::slice::from_raw_parts(
-                    at(header.layout.records_off) as *const TaskRecord,
-                    n as usize,
-                ),
-                owners: std::slice::from_raw_parts(
-                    at(header.layout.owners_off) as *const AtomicU32,
-                    n as usize,
-                ),
+                header: &*addr_of!((*h).pool),
+                records: std::slice::from_raw_parts(at(layout.records_off) as *const TaskRecord, n),
+                owners: std::slice::from_raw_parts(at(layout.owners_off) as *const AtomicU32, n),
             };
             Ok(View {
-                header,
+                info,
+                state: &*addr_of!((*h).state),
                 lanes,
                 net_lane,
                 workers,
                 clients,
                 records,
+                _heads: heads,
             })
         }
     }
@@ -261,8 +326,16 @@ impl View {
         task_timeout_ns: u64,
         lane_policy: u32,
     ) -> Result<View, String> {
-        // SAFETY: engine_off + header fits (Layout::compute checked the whole
-        // layout against the segment length); the memory is ours alone.
+        if engine_off as usize + size_of::<EngineHeader>() > len
+            || Layout::compute(len as u64, engine_off, layout.num_lanes, layout.queue_depth)
+                .as_ref()
+                != Ok(layout)
+        {
+            return Err("the layout does not fit the main segment".into());
+        }
+        // SAFETY: the layout is the one compute() plans for this length (just
+        // checked), so everything lies inside the mapping; the memory is
+        // ours alone until published.
         unsafe {
             let h = base.add(engine_off as usize) as *mut EngineHeader;
             std::ptr::write_bytes(h as *mut u8, 0, size_of::<EngineHeader>());
@@ -273,15 +346,23 @@ impl View {
             (*h).lane_policy = lane_policy;
             (*h).runtime_pid = std::process::id();
             (*h).started_ns = crate::sync::now_ns();
-            (*h).pool.capacity = layout.num_records;
+            (*h).pool.capacity = AtomicU32::new(layout.num_records);
             let offsets = (0..u64::from(layout.num_lanes))
                 .map(|i| layout.lanes_off + i * layout.lane_stride)
                 .chain([layout.net_lane_off]);
             for off in offsets {
                 let lh = base.add(off as usize) as *mut LaneHeader;
-                (*lh).depth = layout.queue_depth;
+                (*lh).depth = AtomicU32::new(layout.queue_depth);
             }
-            let view = View::attach(base, len, engine_off)?;
+            let info = EngineInfo {
+                layout: *layout,
+                max_clients: MAX_CLIENTS,
+                task_timeout_ns,
+                lane_policy,
+                runtime_pid: (*h).runtime_pid,
+                started_ns: (*h).started_ns,
+            };
+            let view = View::build(base, engine_off, info)?;
             for lane in view.lanes.iter().chain([&view.net_lane]) {
                 lane.init();
             }
@@ -289,13 +370,13 @@ impl View {
                 w.running.store(crate::record::NONE, Ordering::Relaxed);
             }
             view.records.init();
-            view.header.state.store(RUNTIME_STARTING, Ordering::Release);
+            view.state.store(RUNTIME_STARTING, Ordering::Release);
             Ok(view)
         }
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.header.state.load(Ordering::Acquire) == RUNTIME_STOPPING
+        self.state.load(Ordering::Acquire) == RUNTIME_STOPPING
     }
 }
 

@@ -20,6 +20,7 @@ pub mod lane;
 pub mod layout;
 pub mod protocol;
 pub mod record;
+pub mod shared;
 pub mod sync;
 pub mod sys;
 pub mod wire;

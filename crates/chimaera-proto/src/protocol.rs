@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 
 use crate::alloc::Arena;
 use crate::lane::Lane;
-use crate::layout;
 use crate::record::{INLINE, INLINE_BYTES, TaskRecord};
 use crate::sync::{coarse_now_ns, futex_wake};
 
@@ -94,7 +93,7 @@ pub fn check_payload_len(len: usize, what: &str) -> Result<(), String> {
 /// runtime share this, so a record always means the same thing.
 #[allow(clippy::too_many_arguments)]
 pub fn fill_record(
-    header: &layout::EngineHeader,
+    task_timeout_ns: u64,
     arena: &Arena,
     rec: &TaskRecord,
     pool: u32,
@@ -113,7 +112,7 @@ pub fn fill_record(
     let now = coarse_now_ns();
     rec.submit_ns.store(now, Ordering::Relaxed);
     rec.deadline_ns
-        .store(now + header.task_timeout_ns, Ordering::Relaxed);
+        .store(now + task_timeout_ns, Ordering::Relaxed);
     if input.len() <= INLINE_BYTES {
         // SAFETY: the record is allocated to the caller and not yet published.
         unsafe { (&mut *rec.inline_in.get())[..input.len()].copy_from_slice(input) };

@@ -19,6 +19,8 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::shared::Pad;
+
 pub const FREE: u32 = 0;
 pub const ALLOCATED: u32 = 1;
 pub const SUBMITTED: u32 = 2;
@@ -123,7 +125,7 @@ pub struct TaskRecord {
     /// Argument of the task's route (node id or hash key); the route's kind
     /// is in `flags` (see [`route_flags`]) so that local tasks never read it.
     pub route_arg: AtomicU64,
-    _pad: [u8; 40],
+    _pad: Pad<40>,
     pub inline_in: UnsafeCell<[u8; INLINE_BYTES]>,
     pub inline_out: UnsafeCell<[u8; INLINE_BYTES]>,
 }
@@ -211,9 +213,11 @@ pub struct PoolHeader {
     pub free_head: AtomicU64,
     /// Records ever handed out from the never-used tail of the array.
     pub carved: AtomicU32,
-    pub capacity: u32,
-    _r: u32,
-    _pad: [u8; 44],
+    /// For other readers; this process's record slice has its own length,
+    /// which is what bounds every index here.
+    pub capacity: AtomicU32,
+    _r: Pad<4>,
+    _pad: Pad<44>,
 }
 
 /// The record array and its pool, as mapped in one process.
@@ -231,9 +235,23 @@ impl<'a> Records<'a> {
         self.header.carved.store(0, Ordering::Relaxed);
     }
 
+    /// The record at `idx`, which this process allocated or checked.
     #[inline]
     pub fn get(&self, idx: u32) -> &'a TaskRecord {
         &self.records[idx as usize]
+    }
+
+    /// The record at `idx` if there is one: for an index read from shared
+    /// memory (a lane cell, a free-list link), which anyone may have written.
+    #[inline]
+    pub fn checked(&self, idx: u32) -> Option<&'a TaskRecord> {
+        self.records.get(idx as usize)
+    }
+
+    /// Records in the array (this process's bound, not the segment's word).
+    #[inline]
+    pub fn capacity(&self) -> u32 {
+        self.records.len() as u32
     }
 
     /// Takes a free record for `owner`, or None when all are in use. Freed
@@ -243,7 +261,7 @@ impl<'a> Records<'a> {
     pub fn alloc(&self, owner: u32) -> Option<u32> {
         let idx = self.pop_free().or_else(|| {
             let c = self.header.carved.fetch_add(1, Ordering::Relaxed);
-            if c < self.header.capacity {
+            if c < self.capacity() {
                 Some(c)
             } else {
                 self.header.carved.fetch_sub(1, Ordering::Relaxed);
@@ -279,7 +297,12 @@ impl<'a> Records<'a> {
                 return None;
             }
             let idx = top - 1;
-            let next = self.get(idx).next_free.load(Ordering::Relaxed);
+            // A link someone scribbled on: the list is lost to us (its
+            // records stay unused) rather than a wild index followed.
+            let next = self.checked(idx)?.next_free.load(Ordering::Relaxed);
+            if next > self.capacity() {
+                return None;
+            }
             let tag = (head >> 32).wrapping_add(1);
             match self.header.free_head.compare_exchange_weak(
                 head,
@@ -407,8 +430,8 @@ mod tests {
     impl OwnedRecords {
         pub(crate) fn new(n: u32) -> OwnedRecords {
             // SAFETY: both types are atomics, bytes and padding; zero is valid.
-            let mut header: Box<PoolHeader> = Box::new(unsafe { std::mem::zeroed() });
-            header.capacity = n;
+            let header: Box<PoolHeader> = Box::new(unsafe { std::mem::zeroed() });
+            header.capacity.store(n, Ordering::Relaxed);
             OwnedRecords {
                 header,
                 // SAFETY: as above.

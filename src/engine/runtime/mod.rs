@@ -18,7 +18,7 @@
 //! `runtime.task_timeout` while their worker is busy elsewhere or stuck.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
@@ -97,6 +97,28 @@ pub struct RuntimeCore {
     /// Tasks per pool and method, and their latencies, counted by the
     /// workers for the metrics endpoint.
     pub metrics: TaskMetrics,
+    /// What failed the checks of words read from shared memory.
+    pub rejected: RejectCounters,
+}
+
+/// Counts of [`chimaera_proto::admin::Rejected`], as they happen.
+#[derive(Default)]
+pub struct RejectCounters {
+    pub record_index: AtomicU64,
+    pub payload: AtomicU64,
+    pub waker: AtomicU64,
+    pub state: AtomicU64,
+}
+
+impl RejectCounters {
+    pub fn read(&self) -> chimaera_proto::admin::Rejected {
+        chimaera_proto::admin::Rejected {
+            record_index: self.record_index.load(Ordering::Relaxed),
+            payload: self.payload.load(Ordering::Relaxed),
+            waker: self.waker.load(Ordering::Relaxed),
+            state: self.state.load(Ordering::Relaxed),
+        }
+    }
 }
 
 // SAFETY: the view's references point into shared memory that lives as long
@@ -130,6 +152,7 @@ impl RuntimeCore {
             rr: AtomicU32::new(0),
             net: OnceLock::new(),
             metrics,
+            rejected: RejectCounters::default(),
         }
     }
 
@@ -293,7 +316,13 @@ impl RuntimeCore {
                         net.post(Note::Done(idx));
                     }
                 } else if waker != record::NO_WAKER {
-                    self.ring(waker - 1);
+                    // A parent task's worker; anything else is a word
+                    // someone wrote over.
+                    if ((waker - 1) as usize) < self.view.lanes.len() {
+                        self.ring(waker - 1);
+                    } else {
+                        self.rejected.waker.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 true
             }
@@ -316,7 +345,7 @@ impl RuntimeCore {
         }
         let rec = self.view.records.get(idx);
         fill_record(
-            self.view.header,
+            self.view.info.task_timeout_ns,
             &self.runtime_arena,
             rec,
             pool,
@@ -388,7 +417,6 @@ impl RuntimeCore {
     /// Asks every worker to finish and wakes them all.
     pub fn request_stop(&self) {
         self.view
-            .header
             .state
             .store(layout::RUNTIME_STOPPING, Ordering::Release);
         self.stop.store(true, Ordering::Release);

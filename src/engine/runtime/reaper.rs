@@ -35,11 +35,10 @@ pub fn run_reaper(core: Arc<RuntimeCore>, index: u32, count: u32, stop: mpsc::Re
 pub(super) fn timekeep(core: &RuntimeCore, now: u64, last_progress: &mut [u64]) {
     for (w, slot) in core.view.workers.iter().enumerate() {
         let running = slot.running.load(Ordering::Relaxed);
-        if running != record::NONE {
-            let rec = core.view.records.get(running);
-            if now > rec.deadline_ns.load(Ordering::Relaxed) {
-                core.finish(running, status::TIMED_OUT, None, false);
-            }
+        if let Some(rec) = core.view.records.checked(running)
+            && now > rec.deadline_ns.load(Ordering::Relaxed)
+        {
+            core.finish(running, status::TIMED_OUT, None, false);
         }
         // A worker that made no pass since the last tick is stuck in one
         // task: time out what waits in its lane, too.
@@ -48,7 +47,9 @@ pub(super) fn timekeep(core: &RuntimeCore, now: u64, last_progress: &mut [u64]) 
         last_progress[w] = progress;
         if stuck {
             for idx in core.view.lanes[w].queued() {
-                let rec = core.view.records.get(idx);
+                let Some(rec) = core.view.records.checked(idx) else {
+                    continue;
+                };
                 if now > rec.deadline_ns.load(Ordering::Relaxed) {
                     core.finish(idx, status::TIMED_OUT, None, false);
                 }

@@ -170,7 +170,9 @@ impl Worker {
             let mut at_tail = false;
             for k in 0..PREFETCH_AHEAD {
                 match lane.peek(k) {
-                    Some(i) => prefetch_for_write(records.get(i)),
+                    Some(i) => {
+                        prefetch_for_write(records.records.as_ptr().wrapping_add(i as usize))
+                    }
                     None => {
                         at_tail = true;
                         break;
@@ -185,10 +187,20 @@ impl Worker {
                 match lane.pop_then(|idx| slot.running.store(idx, Ordering::Release)) {
                     Some(idx) => {
                         match lane.peek(PREFETCH_AHEAD - 1) {
-                            Some(next) => prefetch_for_write(records.get(next)),
+                            Some(next) => prefetch_for_write(
+                                records.records.as_ptr().wrapping_add(next as usize),
+                            ),
                             None => at_tail = true,
                         }
-                        self.start(idx, now);
+                        if records.checked(idx).is_some() {
+                            self.start(idx, now);
+                        } else {
+                            // A cell someone wrote over: no task to end.
+                            self.core
+                                .rejected
+                                .record_index
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                         self.slot.running.store(record::NONE, Ordering::Release);
                         took += 1;
                     }
@@ -283,9 +295,17 @@ impl Worker {
         // would bounce its count between all workers' caches.)
         let core: &RuntimeCore = unsafe { &*Arc::as_ptr(&self.core) };
         let rec = core.view.records.get(idx);
-        if rec.phase() != record::SUBMITTED {
-            // Completed while queued (timed out): only our reference is left to drop.
-            core.release(idx, REF_RUNTIME);
+        let state = rec.state.load(Ordering::Acquire);
+        if state & record::PHASE_MASK != record::SUBMITTED {
+            if state & record::PHASE_MASK == record::DONE && state & REF_RUNTIME != 0 {
+                // Completed while queued (timed out): only our reference is
+                // left to drop.
+                core.release(idx, REF_RUNTIME);
+            } else {
+                // Not a task a worker may take: pushed twice, or its state
+                // word written over. Nothing of it is ours to drop.
+                core.rejected.state.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         if now > rec.deadline_ns.load(Ordering::Relaxed) {
