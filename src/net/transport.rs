@@ -428,6 +428,8 @@ impl Transport {
             // Sleep until a socket, a note, a client or the next timer. Both
             // announcements before the last looks (SeqCst on both sides).
             let net_lane = self.core.view.net_lane;
+            // As a worker does: put right what anyone wrote over in the lane.
+            net_lane.repair();
             self.shared.sleeping.store(true, Ordering::SeqCst);
             if self.wake.is_some() {
                 net_lane.header.doorbell.store(1, Ordering::SeqCst);
@@ -493,10 +495,10 @@ impl Transport {
             // instant is a live task in neither place (the reaper's orphan
             // rule). Only this thread pops the lane.
             let popped = lane.pop_then(|idx| {
-                records
-                    .get(idx)
-                    .flags
-                    .fetch_or(chimaera_proto::protocol::FLAG_FORWARDED, Ordering::AcqRel);
+                if let Some(rec) = records.checked(idx) {
+                    rec.flags
+                        .fetch_or(chimaera_proto::protocol::FLAG_FORWARDED, Ordering::AcqRel);
+                }
             });
             let Some(idx) = popped else { break };
             took = true;
@@ -779,9 +781,18 @@ impl Transport {
     /// A local client's task with a remote route: send it on (or fail it).
     fn forward(&mut self, idx: u32, now: u64) {
         let core = self.core.clone();
-        let rec = core.view.records.get(idx);
-        if rec.phase() != record::SUBMITTED {
-            core.release(idx, REF_RUNTIME);
+        // From the network lane, which any client may write: checked.
+        let Some(rec) = core.view.records.checked(idx) else {
+            core.rejected.record_index.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let state = rec.state.load(Ordering::Acquire);
+        if state & record::PHASE_MASK != record::SUBMITTED {
+            if state & record::PHASE_MASK == record::DONE && state & REF_RUNTIME != 0 {
+                core.release(idx, REF_RUNTIME);
+            } else {
+                core.rejected.state.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         let deadline = rec.deadline_ns.load(Ordering::Relaxed);
@@ -791,7 +802,15 @@ impl Transport {
         );
         let pool = rec.pool_id.load(Ordering::Relaxed);
         let method = rec.method.load(Ordering::Relaxed);
-        let input = core.input_of(rec);
+        let input = match core.input_copy(idx, rec) {
+            Ok(input) => input,
+            Err(m) => {
+                core.rejected.payload.fetch_add(1, Ordering::Relaxed);
+                core.finish(idx, status::BAD_INPUT, Some(&m), true);
+                return;
+            }
+        };
+        let input = &input[..];
         match self.shared.decide_route(route) {
             super::Decision::Remote(node) => {
                 let id = self.fresh_id();
@@ -1018,7 +1037,10 @@ impl Transport {
             return;
         };
         let st = rec.status();
-        let out = core.output_of(rec);
+        let out = core
+            .output_copy(rec)
+            .unwrap_or_else(|e| format!("the output was lost: {e}").into_bytes());
+        let out = &out[..];
         match s {
             Serving::Peer { node, task_id } => {
                 let f = Frame::Reply {

@@ -212,12 +212,16 @@ impl Node {
 
     /// A client of this node's runtime, in the test process.
     pub fn client(&self) -> chimaera::client::Client {
-        chimaera::client::Client::connect_with(&chimaera::config::LoadOptions {
+        chimaera::client::Client::connect_with(&self.load_options()).expect("client connects")
+    }
+
+    /// What a client of this node loads: its config file and nothing else.
+    pub fn load_options(&self) -> chimaera::config::LoadOptions {
+        chimaera::config::LoadOptions {
             config_path: Some(self.config_path()),
             sets: vec![],
             system_config: None,
-        })
-        .expect("client connects")
+        }
     }
 
     pub fn log(&self) -> String {

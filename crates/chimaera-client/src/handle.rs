@@ -56,7 +56,12 @@ impl TaskHandle<'_> {
     pub(crate) fn result<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
         let inner = &*self.client.inner;
         let rec = self.rec();
-        let out = output_bytes(&inner.runtime_arena, rec);
+        let out = output_bytes(&inner.runtime_arena, rec).ok_or_else(|| {
+            ClientError::Other(
+                "the task's output is not where outputs live: its record was written over in shared memory"
+                    .into(),
+            )
+        })?;
         match rec.status() {
             status::OK => Ok(f(out)),
             status::TIMED_OUT => Err(ClientError::TimedOut),
@@ -133,7 +138,9 @@ impl TaskHandle<'_> {
         // The runtime completes overdue tasks itself; this margin only
         // matters if it cannot (its timekeeper is stuck, or the task's
         // record or lane cell was written over and no worker will see it).
-        let task_deadline = self.deadline_ns.saturating_add(1_000_000_000);
+        let task_deadline = self
+            .deadline_ns
+            .saturating_add(LOST_TASK_GRACE.as_nanos() as u64);
         let mut last_check = Instant::now();
         loop {
             let s = rec.state.load(Ordering::Acquire);
@@ -148,6 +155,11 @@ impl TaskHandle<'_> {
                 }
                 slice = slice.min(d - now);
             }
+            let now = now_ns();
+            if now > task_deadline {
+                return Err(ClientError::TimedOut);
+            }
+            slice = slice.min(Duration::from_nanos(task_deadline - now));
             if s & record::WAITER == 0
                 && rec
                     .state
@@ -163,9 +175,6 @@ impl TaskHandle<'_> {
                     return Ok(());
                 }
                 self.client.check_alive()?;
-                if now_ns() > task_deadline {
-                    return Err(ClientError::TimedOut);
-                }
             }
         }
     }

@@ -65,6 +65,10 @@ pub use locate::{Env, LoadOptions, Locator};
 
 /// How often a sleeping waiter checks that the runtime still lives.
 pub const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// How long past its deadline a client waits for a task the runtime never
+/// completed (its record or lane cell was written over): the runtime itself
+/// times out every task it still sees at the deadline.
+pub const LOST_TASK_GRACE: Duration = Duration::from_millis(500);
 /// `lane` of a record pushed to the network lane.
 const NET_LANE: u32 = u32::MAX;
 /// How long a waiter spins before it sleeps on the futex.

@@ -75,7 +75,8 @@ impl Client {
             return Err(ClientError::Stopping);
         }
         check_payload_len(task.input.len(), "input").map_err(ClientError::Other)?;
-        let mut backoff = Backoff::new();
+        // 0: the limit starts with the first wait (no clock read per submit).
+        let mut backoff = Backoff::new(0);
         let idx = loop {
             if let Some(i) = view.records.alloc(inner.owner) {
                 break i;
@@ -115,7 +116,13 @@ impl Client {
         } else {
             &view.lanes[lane as usize]
         };
-        let mut backoff = Backoff::new();
+        // Not past the task's own deadline: a task that could not even be
+        // queued by then would only time out.
+        let mut backoff = Backoff::new(
+            handle
+                .deadline_ns
+                .saturating_add(LOST_TASK_GRACE.as_nanos() as u64),
+        );
         loop {
             if l.push(idx).is_ok() {
                 if to_net {
@@ -133,6 +140,13 @@ impl Client {
                 } else {
                     ClientError::QueueFull
                 });
+            }
+            // A consumer asleep on a lane that looks full to us has work to
+            // do (or a lane to put right): make sure it is awake.
+            if to_net {
+                self.wake_net();
+            } else {
+                ring_lane(l);
             }
             if let Err(e) = backoff.wait(self) {
                 rec.unmark_submitted();
@@ -248,17 +262,27 @@ pub(crate) struct Backoff {
     /// backoffs and almost never waits, and a clock read costs a tenth of
     /// a local round trip here.
     last_check: Option<Instant>,
+    /// CLOCK_MONOTONIC ns after which a blocking submit stops waiting for
+    /// room (a lane someone wrote over may not drain in time; the runtime
+    /// puts it right, and the caller hears QueueFull meanwhile).
+    until_ns: u64,
 }
 
 impl Backoff {
-    pub(crate) fn new() -> Backoff {
+    pub(crate) fn new(until_ns: u64) -> Backoff {
         Backoff {
             round: 0,
             last_check: None,
+            until_ns,
         }
     }
 
     pub(crate) fn wait(&mut self, client: &Client) -> Result<(), ClientError> {
+        if self.until_ns == 0 {
+            self.until_ns = now_ns()
+                .saturating_add(client.inner.view.info.task_timeout_ns)
+                .saturating_add(LOST_TASK_GRACE.as_nanos() as u64);
+        }
         self.round += 1;
         if self.round < 64 {
             relax();
@@ -269,10 +293,14 @@ impl Backoff {
         }
         let last = *self.last_check.get_or_insert_with(Instant::now);
         if last.elapsed() > LIVENESS_CHECK {
-            self.last_check = Some(Instant::now());
+            let now = Instant::now();
+            self.last_check = Some(now);
             client.check_alive()?;
             if client.inner.view.is_stopping() {
                 return Err(ClientError::Stopping);
+            }
+            if now_ns() > self.until_ns {
+                return Err(ClientError::QueueFull);
             }
         }
         Ok(())

@@ -116,8 +116,13 @@ impl Subtask {
 /// suspend the task's coroutine (`yield_now`, `wait`, a `submit` into a full
 /// lane), never the worker's thread.
 pub trait TaskHost {
-    /// The task's input bytes, where the client put them.
+    /// The task's input bytes (a copy: the client's are in shared memory).
     fn input(&self) -> &[u8];
+    /// The input's length.
+    fn input_len(&self) -> usize;
+    /// Copies input bytes from `at` into `dst`; returns how many (fewer at
+    /// the end of the input). For large inputs read once: no copy is kept.
+    fn read_input(&self, at: usize, dst: &mut [u8]) -> usize;
     /// Sets the task's output (replacing any set before).
     fn set_output(&mut self, bytes: &[u8]) -> Result<(), TaskError>;
     /// An output of `len` bytes to fill in place (replacing any set before).
@@ -180,9 +185,22 @@ impl<'a> TaskContext<'a> {
         self.info.record
     }
 
-    /// The task's input bytes, where the client put them (no copy).
+    /// The task's input bytes. They are copied out of shared memory on
+    /// first use (the client's copy may change under a reader); a module
+    /// that streams a large input elsewhere can use [`Self::read_input`].
     pub fn input(&self) -> &[u8] {
         self.host.input()
+    }
+
+    /// The input's length, without copying it.
+    pub fn input_len(&self) -> usize {
+        self.host.input_len()
+    }
+
+    /// Copies input bytes from `at` into `dst` (straight from shared
+    /// memory, no intermediate copy); returns how many were copied.
+    pub fn read_input(&self, at: usize, dst: &mut [u8]) -> usize {
+        self.host.read_input(at, dst)
     }
 
     /// Sets the task's output: in the record when small, else in the
@@ -191,8 +209,9 @@ impl<'a> TaskContext<'a> {
         self.host.set_output(bytes)
     }
 
-    /// An output of `len` bytes for the task to fill in place, where its
-    /// client reads it (no copy); its bytes are unspecified until written.
+    /// An output of `len` bytes for the task to fill, zeroed; it becomes the
+    /// task's output when the task returns `Ok` (copied into shared memory
+    /// then: a buffer the client can write is never lent to a module).
     /// Replaces output set before; calling this or `set_output` again ends
     /// the borrow.
     pub fn output_buffer(&mut self, len: usize) -> Result<&mut [u8], TaskError> {

@@ -525,6 +525,26 @@ impl Arena {
         Ok(())
     }
 
+    /// As [`Arena::free`], only if the block is allocated to `owner`: the
+    /// runtime frees a client's input only from that client's blocks.
+    pub fn free_owned(&self, offset: u64, owner: u32) -> Result<(), AllocError> {
+        let (block, class) = self.lookup(offset)?;
+        let want = STATE_ALLOCATED | u64::from(owner);
+        if self
+            .header_at(block)
+            .state
+            .compare_exchange(want, STATE_FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(AllocError::BadOffset {
+                offset,
+                why: "the block is not allocated to this owner",
+            });
+        }
+        self.release(block, class);
+        Ok(())
+    }
+
     /// Usable capacity of the allocated block at `offset` (at least the size
     /// that was asked for; a power of two, at least 64).
     pub fn capacity(&self, offset: u64) -> Result<usize, AllocError> {
@@ -544,10 +564,44 @@ impl Arena {
 
     /// Address of the usable bytes at `offset` in this process. Computing it
     /// is always safe; writing through it is sound only for the capacity of
-    /// a block the caller allocated and has not freed.
+    /// a block the caller allocated and has not freed. For an offset read
+    /// from shared memory, use [`Arena::span`] or [`Arena::owned_span`].
     #[inline]
     pub fn ptr(&self, offset: u64) -> *mut u8 {
         self.region.base.wrapping_add(offset as usize)
+    }
+
+    /// The address of `len` bytes at `offset` if they lie inside the data
+    /// area (no overflow, no byte outside it); None otherwise. One compare
+    /// against bounds this process computed, so cheap enough per task.
+    #[inline]
+    pub fn span(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        (offset >= self.layout.data_off && end <= self.layout.data_end).then(|| self.ptr(offset))
+    }
+
+    /// As [`Arena::span`], and the bytes must lie in one block allocated to
+    /// `owner`, from the start of its payload: what a task's input must be.
+    /// The error says what is wrong.
+    pub fn owned_span(&self, offset: u64, len: u64, owner: u32) -> Result<*mut u8, AllocError> {
+        let (block, class) = self.lookup(offset)?;
+        if len > class_cap(class) {
+            return Err(AllocError::BadOffset {
+                offset,
+                why: "the length runs past the block",
+            });
+        }
+        if self.header_at(block).state.load(Ordering::Acquire) != STATE_ALLOCATED | u64::from(owner)
+        {
+            return Err(AllocError::BadOffset {
+                offset,
+                why: "the block is not allocated to the task's owner",
+            });
+        }
+        self.span(offset, len).ok_or(AllocError::BadOffset {
+            offset,
+            why: "outside the arena's data area",
+        })
     }
 
     /// Frees every block currently allocated to `owner` (a dead client) and
@@ -561,7 +615,13 @@ impl Arena {
             return 0;
         }
         let want = STATE_ALLOCATED | u64::from(owner);
-        let end = self.control().cursor.cursor.load(Ordering::Acquire);
+        // The cursor is a word anyone may write: never walk past the data area.
+        let end = self
+            .control()
+            .cursor
+            .cursor
+            .load(Ordering::Acquire)
+            .min(self.layout.data_end);
         let first_unit = self.layout.data_off >> UNIT_SHIFT;
         let end_unit = end >> UNIT_SHIFT;
         let mut freed = 0;
@@ -571,8 +631,16 @@ impl Arena {
                 let unit = w * 64 + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
                 let block = unit << UNIT_SHIFT;
+                if block < self.layout.data_off || block + HDR > self.layout.data_end {
+                    continue;
+                }
                 let hdr = self.header_at(block);
                 if hdr.state.load(Ordering::Relaxed) != want {
+                    continue;
+                }
+                let meta = hdr.meta.load(Ordering::Relaxed);
+                let class = (meta & 0xFF) as usize;
+                if meta >> 8 != BLOCK_MAGIC || class >= self.layout.num_classes as usize {
                     continue;
                 }
                 if hdr
@@ -581,8 +649,8 @@ impl Arena {
                     .is_ok()
                 {
                     // The bitmap bit (read with Acquire) was published after
-                    // the header was written, and `meta` never changes.
-                    let class = (hdr.meta.load(Ordering::Relaxed) & 0xFF) as usize;
+                    // the header was written, and `meta` never changes
+                    // (unless someone wrote over it: checked above).
                     self.release(block, class);
                     freed += 1;
                 }
@@ -610,7 +678,9 @@ impl Arena {
         Usage {
             allocated_bytes,
             allocated_blocks,
-            carved_bytes: cursor - self.layout.data_off,
+            carved_bytes: cursor
+                .min(self.layout.data_end)
+                .saturating_sub(self.layout.data_off),
             capacity_bytes: self.layout.data_end - self.layout.data_off,
         }
     }
@@ -726,8 +796,15 @@ impl Arena {
                 return None;
             }
             let block = unit << UNIT_SHIFT;
-            if block < self.layout.data_off || block + HDR > self.layout.data_end {
-                // Only a corrupted head can get here; refuse to follow it.
+            if !self.is_block_of(block, class) {
+                // Only a head or link someone wrote over gets here: drop the
+                // list (its blocks are lost) rather than follow it.
+                let _ = line.head.compare_exchange(
+                    head,
+                    next_tag(head),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 return None;
             }
             // The block may be popped and reused under us, making `next`
@@ -745,6 +822,23 @@ impl Arena {
         }
     }
 
+    /// Whether `block` is the start of a carved block of `class` that lies
+    /// whole inside the data area: a free-list entry must be, whoever wrote it.
+    #[inline]
+    fn is_block_of(&self, block: u64, class: usize) -> bool {
+        if block < self.layout.data_off
+            || block
+                .checked_add(HDR + class_cap(class))
+                .is_none_or(|end| end > self.layout.data_end)
+        {
+            return false;
+        }
+        let unit = block >> UNIT_SHIFT;
+        self.bitmap_word(unit / 64).load(Ordering::Acquire) & (1 << (unit % 64)) != 0
+            && self.header_at(block).meta.load(Ordering::Relaxed)
+                == (BLOCK_MAGIC << 8) | class as u64
+    }
+
     /// Carves a fresh block of `class` from the cursor, already marked with
     /// `state`, and publishes it in the bitmap. Returns its block offset.
     fn carve(&self, class: usize, state: u64) -> Option<u64> {
@@ -752,7 +846,14 @@ impl Arena {
         let need = HDR + class_cap(class);
         let mut cur = c.cursor.cursor.load(Ordering::Relaxed);
         loop {
-            if cur + need > self.layout.data_end {
+            // A cursor someone wrote over (behind the data area, unaligned,
+            // past its end) carves nothing.
+            if cur < self.layout.data_off
+                || !cur.is_multiple_of(BLOCK_ALIGN as u64)
+                || cur
+                    .checked_add(need)
+                    .is_none_or(|end| end > self.layout.data_end)
+            {
                 return None;
             }
             match c.cursor.cursor.compare_exchange_weak(

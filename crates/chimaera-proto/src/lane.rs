@@ -137,11 +137,24 @@ impl<'a> Lane<'a> {
                         Ordering::Relaxed,
                     );
                 }
+            } else if diff.unsigned_abs() as u64 > depth {
+                // No honest state puts a cell more than a lap from the tail:
+                // the tail was written over. The consumer puts it right
+                // ([`Lane::repair_tail`]); until then the lane is full.
+                return Err(Full);
             } else if diff < 0 {
                 // The cell still holds the task of the previous lap.
                 return Err(Full);
+            } else {
+                // diff > 0: the tail is behind (stale, or set back): help it
+                // on, as for a producer that has not moved it.
+                let _ = self.header.tail.compare_exchange(
+                    t,
+                    t + 1,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
             }
-            // diff > 0: our tail was stale; read it again.
         }
         Err(Full)
     }
@@ -161,7 +174,14 @@ impl<'a> Lane<'a> {
         let h = self.head.load(Ordering::Relaxed);
         let cell = &self.cells[(h % depth) as usize];
         let (seq, value) = unpack(cell.load(Ordering::Acquire));
-        if seq != h as u32 || value == EMPTY {
+        if seq != h as u32 {
+            // Only the consumer re-arms a cell, for exactly this position:
+            // anything else was written over. Re-arm it so producers can
+            // use the lane again (whatever it held is lost).
+            cell.store(pack(h as u32, EMPTY), Ordering::Release);
+            return None;
+        }
+        if value == EMPTY {
             return None;
         }
         claim(value);
@@ -169,6 +189,43 @@ impl<'a> Lane<'a> {
         self.head.store(h + 1, Ordering::Release);
         self.header.head.store(h + 1, Ordering::Release);
         Some(value)
+    }
+
+    /// Puts right what someone wrote over (consumer side, when the lane
+    /// looks empty, before the consumer sleeps; a few loads when nothing
+    /// is wrong). A producer moves the tail past a position only once its
+    /// cell is filled, and only the consumer empties it, so with the cell
+    /// at the head waiting for its position:
+    /// - a tail past the head means that cell's task was wiped: the head
+    ///   skips the hole (the task is lost; its client times out);
+    /// - a tail before the head, or more than a lap past it, was written
+    ///   over: it becomes the head. A producer that filled the head's cell
+    ///   meanwhile is helped on by the next push, as for one that died
+    ///   mid-push.
+    pub fn repair(&self) {
+        let depth = self.cells.len() as u64;
+        for _ in 0..depth {
+            let h = self.head.load(Ordering::Relaxed);
+            // Acquire: a tail past h was moved after h's cell was filled,
+            // so the cell read below sees that fill if it happened.
+            let t = self.header.tail.load(Ordering::Acquire);
+            let cell = &self.cells[(h % depth) as usize];
+            let (seq, value) = unpack(cell.load(Ordering::Acquire));
+            if seq != h as u32 || value != EMPTY || t == h {
+                return;
+            }
+            if t > h && t <= h + depth {
+                cell.store(pack((h + depth) as u32, EMPTY), Ordering::Release);
+                self.head.store(h + 1, Ordering::Release);
+                self.header.head.store(h + 1, Ordering::Release);
+            } else {
+                let _ =
+                    self.header
+                        .tail
+                        .compare_exchange(t, h, Ordering::AcqRel, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 
     /// The record `ahead` places after the head, if it is already there
@@ -251,9 +308,27 @@ mod tests {
         lane.header.tail.store(u64::MAX - 3, Ordering::SeqCst);
         // A producer looking at a tail that makes no sense gives up in time.
         let t = std::time::Instant::now();
-        let _ = lane.push(3);
+        assert_eq!(lane.push(3), Err(Full));
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(lane.pop(), Some(2));
+        // The consumer, finding its lane empty, puts the tail right.
+        assert_eq!(lane.pop(), None);
+        lane.repair();
+        lane.push(4).unwrap();
+        assert_eq!(lane.pop(), Some(4));
+        // A cell written over is re-armed by the consumer, and the lane
+        // goes on.
+        lane.push(5).unwrap();
+        let h = o.head.load(Ordering::SeqCst);
+        lane.cells[(h % 4) as usize].store(pack(77, 9), Ordering::SeqCst);
+        assert_eq!(
+            lane.pop(),
+            None,
+            "a cell that is not at the head's position"
+        );
+        lane.repair();
+        lane.push(6).unwrap();
+        assert_eq!(lane.pop(), Some(6), "the hole of the wiped task is skipped");
         assert!(lane.depth_now() <= 4);
         assert!(lane.queued().count() <= 4);
     }

@@ -27,30 +27,35 @@ pub const NET_WAKER: u32 = u32::MAX;
 /// thread's waker, so that a subtask's completion wakes that thread.
 pub const NETWORK_EXECUTOR: u32 = NET_WAKER - 1;
 
-/// Payload bytes: in the record when `off` is INLINE, else a block of
-/// `arena`. The caller holds a reference to the record and has acquired the
-/// state that published the bytes, so they are complete and stay allocated.
+/// Payload bytes: in the record when `off` is INLINE, else in `arena`;
+/// None when the offset and length (words in shared memory) do not lie
+/// inside the record or the arena's data area. The caller holds a reference
+/// to the record and has acquired the state that published the bytes.
+///
+/// This is the client's view of its own task's output, lent in place
+/// (`TaskHandle::wait_with`): a client trusts the runtime it submits to.
+/// The runtime never borrows what a client wrote; it copies it.
 pub fn payload<'r>(
     arena: &'r Arena,
     inline: &'r UnsafeCell<[u8; INLINE_BYTES]>,
     off: u64,
     len: u32,
-) -> &'r [u8] {
+) -> Option<&'r [u8]> {
     let len = len as usize;
     if off == INLINE {
-        // SAFETY: written before the publishing store the caller acquired;
-        // nobody writes these bytes while a reader may hold them.
-        unsafe { &(&*inline.get())[..len.min(INLINE_BYTES)] }
+        // SAFETY: written before the publishing store the caller acquired.
+        (len <= INLINE_BYTES).then(|| unsafe { &(&*inline.get())[..len] })
     } else {
-        // SAFETY: the block holds at least len bytes (its allocator sized it
-        // so) and stays allocated until the record is freed.
-        unsafe { std::slice::from_raw_parts(arena.ptr(off), len) }
+        let p = arena.span(off, len as u64)?;
+        // SAFETY: p..p+len lies inside the arena's mapped data area.
+        Some(unsafe { std::slice::from_raw_parts(p, len) })
     }
 }
 
 /// A completed task's output, where the completer put it (valid once DONE
-/// was acquired and while a reference to the record is held).
-pub fn output_bytes<'r>(runtime_arena: &'r Arena, rec: &'r TaskRecord) -> &'r [u8] {
+/// was acquired and while a reference to the record is held); None when
+/// the record's words point outside where outputs live.
+pub fn output_bytes<'r>(runtime_arena: &'r Arena, rec: &'r TaskRecord) -> Option<&'r [u8]> {
     payload(
         runtime_arena,
         &rec.inline_out,

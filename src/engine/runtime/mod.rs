@@ -32,8 +32,7 @@ use chimaera_proto::lane::Lane;
 use chimaera_proto::layout::{self, View, WorkerSlot};
 use chimaera_proto::protocol::{
     FLAG_FORWARDED, FLAG_IN_RUNTIME_ARENA, FLAG_PARKED, NET_WAKER, NETWORK_EXECUTOR,
-    check_payload_len, fill_record, free_payloads, output_bytes, payload, process_start_time,
-    ring_lane, ring_lane_force,
+    check_payload_len, fill_record, process_start_time, ring_lane, ring_lane_force,
 };
 use chimaera_proto::record::{
     self, Completion, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status,
@@ -99,6 +98,8 @@ pub struct RuntimeCore {
     pub metrics: TaskMetrics,
     /// What failed the checks of words read from shared memory.
     pub rejected: RejectCounters,
+    /// One bit per record: filled by the runtime itself.
+    runtime_owned: Box<[AtomicU64]>,
 }
 
 /// Counts of [`chimaera_proto::admin::Rejected`], as they happen.
@@ -139,6 +140,9 @@ impl RuntimeCore {
         log: slog::Logger,
     ) -> RuntimeCore {
         let metrics = TaskMetrics::new(view.lanes.len());
+        let runtime_owned = (0..view.records.capacity().div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         RuntimeCore {
             view,
             client_arena,
@@ -153,31 +157,123 @@ impl RuntimeCore {
             net: OnceLock::new(),
             metrics,
             rejected: RejectCounters::default(),
+            runtime_owned,
         }
     }
 
-    fn arena_of(&self, rec: &TaskRecord) -> &Arena {
-        if rec.flags.load(Ordering::Relaxed) & FLAG_IN_RUNTIME_ARENA != 0 {
-            &self.runtime_arena
+    /// Marks record `idx` as filled by the runtime itself (its input is in
+    /// the runtime data segment), or clears the mark; returns the old one.
+    /// The mark lives here, not in the record: a client could set a flag in
+    /// its own record to have the runtime read or free runtime blocks.
+    fn set_runtime_owned(&self, idx: u32, owned: bool) -> bool {
+        let word = &self.runtime_owned[idx as usize / 64];
+        let bit = 1u64 << (idx % 64);
+        let old = if owned {
+            word.fetch_or(bit, Ordering::AcqRel)
         } else {
-            &self.client_arena
+            word.fetch_and(!bit, Ordering::AcqRel)
+        };
+        old & bit != 0
+    }
+
+    fn is_runtime_owned(&self, idx: u32) -> bool {
+        self.runtime_owned[idx as usize / 64].load(Ordering::Acquire) & (1u64 << (idx % 64)) != 0
+    }
+
+    /// Where the input of record `idx` lies, checked: inline within the
+    /// record's room, or in one block of the right data segment allocated
+    /// to the record's owner. The error says what is wrong; the task then
+    /// ends with BAD_INPUT and nothing of it is read.
+    pub(crate) fn input_span(
+        &self,
+        idx: u32,
+        rec: &TaskRecord,
+    ) -> Result<(*const u8, usize), String> {
+        let off = rec.in_offset.load(Ordering::Relaxed);
+        let len = rec.in_len.load(Ordering::Relaxed) as usize;
+        if off == INLINE {
+            return if len <= INLINE_BYTES {
+                Ok((rec.inline_in.get().cast::<u8>().cast_const(), len))
+            } else {
+                Err(format!(
+                    "bad input: an inline input holds at most {INLINE_BYTES} bytes, the record says {len}"
+                ))
+            };
         }
+        let (arena, owner, segment) = if self.is_runtime_owned(idx) {
+            (&self.runtime_arena, record::RUNTIME_OWNER, "runtime data")
+        } else {
+            let owner = rec.owner.load(Ordering::Relaxed);
+            if owner == 0 || owner > self.view.info.max_clients {
+                return Err(format!(
+                    "bad input: the record names no client (owner {owner})"
+                ));
+            }
+            (&self.client_arena, owner, "client data")
+        };
+        arena
+            .owned_span(off, len as u64, owner)
+            .map(|p| (p.cast_const(), len))
+            .map_err(|e| {
+                format!("bad input: {len} bytes at offset {off} of the {segment} segment: {e}")
+            })
     }
 
-    /// The task's input, where its submitter put it (valid while the
-    /// task runs: the submitter wrote it before publishing SUBMITTED).
-    pub fn input_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
-        payload(
-            self.arena_of(rec),
-            &rec.inline_in,
-            rec.in_offset.load(Ordering::Relaxed),
-            rec.in_len.load(Ordering::Relaxed),
-        )
+    /// A copy of the input of record `idx` (checked as [`Self::input_span`]).
+    pub fn input_copy(&self, idx: u32, rec: &TaskRecord) -> Result<Vec<u8>, String> {
+        let (p, len) = self.input_span(idx, rec)?;
+        let mut v = vec![0u8; len];
+        // SAFETY: input_span checked that p..p+len lies in a mapped segment
+        // (or the record); bytes another process may write are copied raw,
+        // never borrowed.
+        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
+        Ok(v)
     }
 
-    /// The task's output (valid once DONE was acquired).
-    pub fn output_of<'r>(&'r self, rec: &'r TaskRecord) -> &'r [u8] {
-        output_bytes(&self.runtime_arena, rec)
+    /// A copy of a done task's output, which the runtime wrote: checked all
+    /// the same, since its offset and length lie in shared memory.
+    pub fn output_copy(&self, rec: &TaskRecord) -> Result<Vec<u8>, String> {
+        let off = rec.out_offset.load(Ordering::Relaxed);
+        let len = rec.out_len.load(Ordering::Relaxed) as usize;
+        let p = if off == INLINE {
+            if len > INLINE_BYTES {
+                return Err(format!(
+                    "an inline output of {len} bytes (at most {INLINE_BYTES})"
+                ));
+            }
+            rec.inline_out.get().cast::<u8>().cast_const()
+        } else {
+            self.runtime_arena
+                .span(off, len as u64)
+                .ok_or_else(|| format!("an output of {len} bytes at offset {off} lies outside the runtime data segment"))?
+                .cast_const()
+        };
+        let mut v = vec![0u8; len];
+        // SAFETY: p..p+len lies in the record or the runtime data segment
+        // (checked above); copied raw, never borrowed.
+        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
+        Ok(v)
+    }
+
+    /// Frees the payload blocks of record `idx`, whose last reference is
+    /// gone: its input from the segment it was checked against, its output
+    /// from the runtime's. Offsets someone wrote over are refused by the
+    /// arenas (and the blocks lost), never followed.
+    pub(crate) fn free_payloads_of(&self, idx: u32, rec: &TaskRecord) {
+        let runtime = self.set_runtime_owned(idx, false);
+        let inp = rec.in_offset.load(Ordering::Relaxed);
+        if inp != INLINE {
+            let _ = if runtime {
+                self.runtime_arena.free(inp)
+            } else {
+                self.client_arena
+                    .free_owned(inp, rec.owner.load(Ordering::Relaxed))
+            };
+        }
+        let out = rec.out_offset.load(Ordering::Relaxed);
+        if out != INLINE {
+            let _ = self.runtime_arena.free(out);
+        }
     }
 
     pub(crate) fn set_output(&self, rec: &TaskRecord, bytes: &[u8]) -> Result<(), TaskError> {
@@ -211,43 +307,11 @@ impl RuntimeCore {
         Ok(())
     }
 
-    /// Makes room for a task's output of `len` bytes to be written in
-    /// place: in the record when small, else a fresh block of the runtime
-    /// data segment (old bytes until written). Replaces any output set
-    /// before. The pointer is valid for `len` bytes until the output is
-    /// replaced or the record freed; only the task's runner may write it,
-    /// before DONE.
-    pub(crate) fn output_buffer(&self, rec: &TaskRecord, len: usize) -> Result<*mut u8, TaskError> {
-        let len32 = u32::try_from(len).map_err(|_| {
-            TaskError::Failed(format!(
-                "an output of {len} bytes is more than a task can return (4 GiB)"
-            ))
-        })?;
-        let old = rec.out_offset.swap(INLINE, Ordering::Relaxed);
-        if old != INLINE {
-            let _ = self.runtime_arena.free(old);
-        }
-        let ptr = if len <= INLINE_BYTES {
-            rec.inline_out.get().cast::<u8>()
-        } else {
-            let owner = rec.owner.load(Ordering::Relaxed);
-            let off = self.runtime_arena.alloc(len, owner).ok_or_else(|| {
-                TaskError::Failed(format!(
-                    "the runtime data segment has no room for {len} bytes of output: raise memory.runtime_data_segment_size"
-                ))
-            })?;
-            rec.out_offset.store(off, Ordering::Relaxed);
-            self.runtime_arena.ptr(off)
-        };
-        rec.out_len.store(len32, Ordering::Relaxed);
-        Ok(ptr)
-    }
-
     /// Drops a reference to a record; the last one frees its payloads too.
     pub fn release(&self, idx: u32, which: u32) {
-        self.view.records.release(idx, which, |r| {
-            free_payloads(&self.client_arena, &self.runtime_arena, r)
-        });
+        self.view
+            .records
+            .release(idx, which, |r| self.free_payloads_of(idx, r));
     }
 
     /// Wakes worker `w` if it sleeps.
@@ -306,7 +370,7 @@ impl RuntimeCore {
             }
             Completion::Won { waiter, last } => {
                 if last {
-                    free_payloads(&self.client_arena, &self.runtime_arena, rec);
+                    self.free_payloads_of(idx, rec);
                     self.view.records.free(idx);
                 } else if waiter {
                     futex_wake(&rec.state, i32::MAX);
@@ -344,6 +408,7 @@ impl RuntimeCore {
             return Err(e);
         }
         let rec = self.view.records.get(idx);
+        self.set_runtime_owned(idx, true);
         fill_record(
             self.view.info.task_timeout_ns,
             &self.runtime_arena,

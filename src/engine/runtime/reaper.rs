@@ -129,7 +129,7 @@ pub(super) fn reap_slot(
             continue;
         }
         records.release_checked(idx, REF_CLIENT, Some(seen), |r| {
-            free_payloads(&core.client_arena, &core.runtime_arena, r)
+            core.free_payloads_of(idx, r)
         });
         if records.owners[idx as usize].load(Ordering::Acquire) != owner {
             continue;

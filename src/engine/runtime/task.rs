@@ -12,24 +12,58 @@ pub(super) struct EngineTask<'a> {
     pub(super) rec: &'a TaskRecord,
     pub(super) yielder: &'a Yielder<(), Suspend>,
     pub(super) subtasks: Vec<u32>,
+    /// The input as checked when the task started (`RuntimeCore::input_span`).
+    pub(super) input: (*const u8, usize),
+    /// The input, copied out on first use.
+    pub(super) input_copy: std::cell::OnceCell<Vec<u8>>,
+    /// An output being filled ([`TaskHost::output_buffer`]), written to the
+    /// record when the task returns `Ok`.
+    pub(super) out_buf: Option<Vec<u8>>,
+}
+
+impl EngineTask<'_> {
+    /// Writes an output filled through `output_buffer` where the client
+    /// reads it.
+    pub(super) fn flush_output(&mut self) -> Result<(), TaskError> {
+        match self.out_buf.take() {
+            Some(buf) => self.core.set_output(self.rec, &buf),
+            None => Ok(()),
+        }
+    }
 }
 
 impl TaskHost for EngineTask<'_> {
     fn input(&self) -> &[u8] {
-        self.core.input_of(self.rec)
+        self.input_copy.get_or_init(|| {
+            let (p, len) = self.input;
+            let mut v = vec![0u8; len];
+            // SAFETY: p..p+len was checked to lie in the record or a mapped
+            // data segment when the task started; the bytes are copied raw.
+            unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
+            v
+        })
+    }
+
+    fn input_len(&self) -> usize {
+        self.input.1
+    }
+
+    fn read_input(&self, at: usize, dst: &mut [u8]) -> usize {
+        let (p, len) = self.input;
+        let n = dst.len().min(len.saturating_sub(at));
+        // SAFETY: at + n <= len, inside the span checked at the start.
+        unsafe { std::ptr::copy_nonoverlapping(p.add(at.min(len)), dst.as_mut_ptr(), n) };
+        n
     }
 
     fn set_output(&mut self, bytes: &[u8]) -> Result<(), TaskError> {
+        self.out_buf = None;
         self.core.set_output(self.rec, bytes)
     }
 
     fn output_buffer(&mut self, len: usize) -> Result<&mut [u8], TaskError> {
-        let ptr = self.core.output_buffer(self.rec, len)?;
-        // SAFETY: the output holds `len` bytes and stays allocated until it
-        // is replaced (which takes `&mut self`, so not while this slice
-        // lives) or the record is freed (not before this task completes);
-        // this task's runner is the only one that touches it before DONE.
-        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+        check_payload_len(len, "output").map_err(TaskError::Failed)?;
+        Ok(self.out_buf.insert(vec![0u8; len]))
     }
 
     fn yield_now(&self) {
@@ -63,12 +97,13 @@ impl TaskHost for EngineTask<'_> {
         while rec.phase() != record::DONE {
             self.yielder.suspend(Suspend::Wait(sub.id()));
         }
+        let out = self.core.output_copy(rec).map_err(TaskError::Failed)?;
         match rec.status() {
-            status::OK => Ok(self.core.output_of(rec).to_vec()),
+            status::OK => Ok(out),
             status::TIMED_OUT => Err(TaskError::Failed("subtask timed out".into())),
             s => Err(TaskError::Failed(format!(
                 "subtask failed (status {s}): {}",
-                String::from_utf8_lossy(self.core.output_of(rec))
+                String::from_utf8_lossy(&out)
             ))),
         }
     }

@@ -269,6 +269,9 @@ impl Worker {
                 }
                 continue;
             }
+            // The lane looks empty: put right what anyone wrote over in it
+            // (a wiped cell, a tail set back), as that would look the same.
+            lane.repair();
             // Announce sleep, then look once more: a producer either sees the
             // doorbell or we see its task (both sides use SeqCst).
             lane.header.doorbell.store(1, Ordering::SeqCst);
@@ -320,6 +323,15 @@ impl Worker {
         if rec.waker.load(Ordering::Relaxed) != chimaera_proto::protocol::NET_WAKER {
             self.local_pass = true;
         }
+        let input = match core.input_span(idx, rec) {
+            Ok((p, len)) => (p as usize, len),
+            Err(m) => {
+                core.rejected.payload.fetch_add(1, Ordering::Relaxed);
+                core.finish(idx, status::BAD_INPUT, Some(&m), true);
+                self.count_done();
+                return;
+            }
+        };
         let pool_id = rec.pool_id.load(Ordering::Relaxed);
         let Some((container, slots)) = self.container(pool_id) else {
             core.finish(
@@ -371,15 +383,18 @@ impl Worker {
                 rec,
                 yielder,
                 subtasks: Vec::new(),
+                input: (input.0 as *const u8, input.1),
+                input_copy: std::cell::OnceCell::new(),
+                out_buf: None,
             };
-            guard::contain(|| container.run(&mut TaskContext::new(info, &mut host))).unwrap_or_else(
-                |m| {
+            guard::contain(|| container.run(&mut TaskContext::new(info, &mut host)))
+                .unwrap_or_else(|m| {
                     Err(TaskError::Failed(format!(
                         "module {} panicked: {m}",
                         core.pools.module_of(info.pool_id).unwrap_or_default()
                     )))
-                },
-            )
+                })
+                .and_then(|()| host.flush_output())
         });
         self.drive(coro, idx, meter);
     }
