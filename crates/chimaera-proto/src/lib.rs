@@ -15,6 +15,8 @@
 pub mod admin;
 pub mod alloc;
 pub mod broadcast;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod header;
 pub mod lane;
 pub mod layout;

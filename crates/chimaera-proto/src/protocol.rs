@@ -166,3 +166,34 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     }
     fields.nth(18)?.parse().ok()
 }
+
+/// Where the input of a task's record lies, checked as the runtime must
+/// before it reads a byte of it: inline within the record's room, or in one
+/// block of `arena` allocated to `owner`, from its payload's start, no byte
+/// past it. `rec`'s words are read once each (anyone may change them
+/// meanwhile; the span returned was valid when checked, and lies in mapped
+/// memory whatever happens after). The error says what is wrong.
+pub fn input_span(
+    rec: &TaskRecord,
+    arena: &Arena,
+    owner: u32,
+    segment: &str,
+) -> Result<(*const u8, usize), String> {
+    let off = rec.in_offset.load(Ordering::Relaxed);
+    let len = rec.in_len.load(Ordering::Relaxed) as usize;
+    if off == INLINE {
+        return if len <= INLINE_BYTES {
+            Ok((rec.inline_in.get().cast::<u8>().cast_const(), len))
+        } else {
+            Err(format!(
+                "bad input: an inline input holds at most {INLINE_BYTES} bytes, the record says {len}"
+            ))
+        };
+    }
+    arena
+        .owned_span(off, len as u64, owner)
+        .map(|p| (p.cast_const(), len))
+        .map_err(|e| {
+            format!("bad input: {len} bytes at offset {off} of the {segment} segment: {e}")
+        })
+}

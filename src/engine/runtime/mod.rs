@@ -32,7 +32,7 @@ use chimaera_proto::lane::Lane;
 use chimaera_proto::layout::{self, View, WorkerSlot};
 use chimaera_proto::protocol::{
     FLAG_FORWARDED, FLAG_IN_RUNTIME_ARENA, FLAG_PARKED, NET_WAKER, NETWORK_EXECUTOR,
-    check_payload_len, fill_record, process_start_time, ring_lane, ring_lane_force,
+    check_payload_len, fill_record, input_span, process_start_time, ring_lane, ring_lane_force,
 };
 use chimaera_proto::record::{
     self, Completion, INLINE, INLINE_BYTES, REF_CLIENT, REF_RUNTIME, TaskRecord, status,
@@ -189,34 +189,23 @@ impl RuntimeCore {
         idx: u32,
         rec: &TaskRecord,
     ) -> Result<(*const u8, usize), String> {
-        let off = rec.in_offset.load(Ordering::Relaxed);
-        let len = rec.in_len.load(Ordering::Relaxed) as usize;
-        if off == INLINE {
-            return if len <= INLINE_BYTES {
-                Ok((rec.inline_in.get().cast::<u8>().cast_const(), len))
-            } else {
-                Err(format!(
-                    "bad input: an inline input holds at most {INLINE_BYTES} bytes, the record says {len}"
-                ))
-            };
+        if self.is_runtime_owned(idx) {
+            return input_span(
+                rec,
+                &self.runtime_arena,
+                record::RUNTIME_OWNER,
+                "runtime data",
+            );
         }
-        let (arena, owner, segment) = if self.is_runtime_owned(idx) {
-            (&self.runtime_arena, record::RUNTIME_OWNER, "runtime data")
-        } else {
-            let owner = rec.owner.load(Ordering::Relaxed);
-            if owner == 0 || owner > self.view.info.max_clients {
-                return Err(format!(
-                    "bad input: the record names no client (owner {owner})"
-                ));
-            }
-            (&self.client_arena, owner, "client data")
-        };
-        arena
-            .owned_span(off, len as u64, owner)
-            .map(|p| (p.cast_const(), len))
-            .map_err(|e| {
-                format!("bad input: {len} bytes at offset {off} of the {segment} segment: {e}")
-            })
+        let owner = rec.owner.load(Ordering::Relaxed);
+        if (owner == 0 || owner > self.view.info.max_clients)
+            && rec.in_offset.load(Ordering::Relaxed) != INLINE
+        {
+            return Err(format!(
+                "bad input: the record names no client (owner {owner})"
+            ));
+        }
+        input_span(rec, &self.client_arena, owner, "client data")
     }
 
     /// A copy of the input of record `idx` (checked as [`Self::input_span`]).
