@@ -65,8 +65,9 @@ pub struct Peer {
     /// `host:port` as this node reaches it.
     pub addr: String,
     pub state: AtomicU8,
-    /// Unix ms of the last valid frame from it (0: never).
-    pub last_heard_ms: AtomicU64,
+    /// CLOCK_MONOTONIC ms of the last valid frame from it (0: never): an
+    /// elapsed time, which a step of the wall clock (NTP) must not move.
+    pub last_heard_mono_ms: AtomicU64,
     /// Round trip of its last heartbeat answer, ns.
     pub rtt_ns: AtomicU64,
     /// Its epoch (start time, Unix ns), learnt from its heartbeats.
@@ -108,7 +109,7 @@ impl NetShared {
                 } else {
                     PEER_UNKNOWN
                 }),
-                last_heard_ms: AtomicU64::new(0),
+                last_heard_mono_ms: AtomicU64::new(0),
                 rtt_ns: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
             })
@@ -159,8 +160,8 @@ impl NetShared {
     pub(crate) fn unavailable(&self, node: u32, s: u8) -> String {
         let peer = &self.peers[node as usize];
         if s == PEER_DOWN {
-            let ago = chimaera_proto::unix_ms()
-                .saturating_sub(peer.last_heard_ms.load(Ordering::Relaxed));
+            let ago = chimaera_proto::sync::mono_ms()
+                .saturating_sub(peer.last_heard_mono_ms.load(Ordering::Relaxed));
             format!(
                 "node unavailable: node {node} ({}) is down, last heard {ago} ms ago",
                 peer.addr
@@ -198,7 +199,7 @@ impl NetShared {
 
     /// Peer states and counters, for the admin stats and `chimaera status`.
     pub fn snapshot(&self) -> ClusterStats {
-        let now = chimaera_proto::unix_ms();
+        let now = chimaera_proto::sync::mono_ms();
         ClusterStats {
             node_id: self.node_id,
             nodes: self.nodes,
@@ -209,7 +210,7 @@ impl NetShared {
                 .iter()
                 .filter(|p| p.node != self.node_id)
                 .map(|p| {
-                    let heard = p.last_heard_ms.load(Ordering::Relaxed);
+                    let heard = p.last_heard_mono_ms.load(Ordering::Relaxed);
                     PeerStats {
                         node: p.node,
                         addr: p.addr.clone(),
@@ -271,5 +272,25 @@ mod tests {
             assert!(a == b || b == 3, "key {k}: {a} → {b}");
         }
         assert_eq!(jump_hash(42, 1), 0);
+    }
+
+    #[test]
+    fn an_epoch_goes_on_from_the_last_run_whatever_the_wall_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.epoch");
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let first = super::transport::next_epoch(Some(&file), &log);
+        let second = super::transport::next_epoch(Some(&file), &log);
+        assert!(second > first, "{second} after {first}");
+        // The last run's epoch lies far in the future: as after the wall
+        // clock was stepped back by a day.
+        let ahead = first + 86_400 * 1_000_000_000;
+        std::fs::write(&file, format!("{ahead}\n")).unwrap();
+        let third = super::transport::next_epoch(Some(&file), &log);
+        assert!(third > ahead, "{third} must exceed the last run's {ahead}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            third.to_string()
+        );
     }
 }

@@ -56,6 +56,46 @@ pub struct NetConfig {
     /// with the access of the segments. None: clients' routed tasks go
     /// through the workers.
     pub wake: Option<(PathBuf, crate::shm::Access)>,
+    /// Where this node keeps its last epoch, so the next start's is larger
+    /// whatever the wall clock did meanwhile. None: the wall clock alone.
+    pub epoch_file: Option<PathBuf>,
+}
+
+/// This run's epoch: the wall clock in ns, but above the last run's (read
+/// from `file`, then written back). Peers order a node's runs by epoch and
+/// its frames' sequence numbers start at it, so a run after a step of the
+/// wall clock back must not reuse or go below the last one's: it would be
+/// taken for a replay of it. (Without a file that survives, as after a
+/// reboot with /run on tmpfs, the wall clock alone orders runs.)
+pub(crate) fn next_epoch(file: Option<&Path>, log: &slog::Logger) -> u64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let Some(file) = file else {
+        return wall;
+    };
+    let last = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // A margin past the last run's epoch: its frames' sequence numbers
+    // started there and went on one a frame.
+    let epoch = wall.max(last.saturating_add(1 << 40));
+    if epoch != wall {
+        warn!(
+            log,
+            "the wall clock is behind this node's last run ({} ns < {} ns): the epoch goes on from that run's",
+            wall,
+            last
+        );
+    }
+    let tmp = file.with_extension("epoch.tmp");
+    if let Err(e) =
+        std::fs::write(&tmp, format!("{epoch}\n")).and_then(|()| std::fs::rename(&tmp, file))
+    {
+        warn!(log, "cannot keep the epoch in {}: {}", file.display(), e);
+    }
+    epoch
 }
 
 /// The running transport. Stop it after the workers (it answers what they
@@ -185,9 +225,7 @@ impl Net {
                 .map_err(|e| NetError::Setup(format!("connect to node {i} ({h}): {e}")))?;
             dealers.push(Some(d));
         }
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let epoch = next_epoch(cfg.epoch_file.as_deref(), log);
         let wake = match &cfg.wake {
             Some((path, access)) => match bind_wake(path, *access) {
                 Ok(s) => Some((s, path.clone())),
@@ -632,7 +670,7 @@ impl Transport {
 
     fn check_peers(&mut self) {
         let limit_ms = MISSED_HEARTBEATS * self.heartbeat_ns / 1_000_000;
-        let now_ms = chimaera_proto::unix_ms();
+        let now_ms = chimaera_proto::sync::mono_ms();
         for node in 0..self.shared.nodes {
             if node == self.shared.node_id {
                 continue;
@@ -641,7 +679,7 @@ impl Transport {
             if peer.state.load(Ordering::Relaxed) != PEER_UP {
                 continue;
             }
-            let heard = peer.last_heard_ms.load(Ordering::Relaxed);
+            let heard = peer.last_heard_mono_ms.load(Ordering::Relaxed);
             if now_ms.saturating_sub(heard) > limit_ms {
                 peer.state.store(PEER_DOWN, Ordering::Release);
                 warn!(
@@ -662,8 +700,8 @@ impl Transport {
     /// reach it, so only that marks it up.
     fn heard(&self, node: u32, both_ways: bool) {
         let peer = &self.shared.peers[node as usize];
-        peer.last_heard_ms
-            .store(chimaera_proto::unix_ms(), Ordering::Relaxed);
+        peer.last_heard_mono_ms
+            .store(chimaera_proto::sync::mono_ms(), Ordering::Relaxed);
         if !both_ways {
             return;
         }

@@ -312,6 +312,7 @@ pub fn run(opts: LoadOptions, registry: crate::engine::pools::Registry) -> u8 {
                 .join(discovery::wake_socket_name(&loaded.names.main)),
             Access { gid },
         )),
+        epoch_file: Some(loaded.run_dir.join(format!("{}.epoch", loaded.names.main))),
     };
     let (zmq_port, wake_socket, net_executor) = match Net::start(engine.core.clone(), net_cfg, &log)
     {

@@ -22,6 +22,14 @@ pub fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// CLOCK_MONOTONIC in ms, never 0 (0 means "never" where it is stored):
+/// for elapsed times (peer liveness, heartbeat deadlines), which a step of
+/// the wall clock must not move.
+#[inline]
+pub fn mono_ms() -> u64 {
+    now_ns() / 1_000_000 + 1
+}
+
 /// CLOCK_MONOTONIC_COARSE in ns: the same clock, read from the last tick
 /// (a few ms of resolution) at a fraction of the cost. Task deadlines need
 /// no more, and the submit path reads it once per task.
