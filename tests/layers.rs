@@ -30,6 +30,7 @@ const DAEMON: &[(&str, u32)] = &[
 
 /// `chimaera-proto`'s modules, lowest first.
 const PROTO: &[(&str, u32)] = &[
+    ("shared", 0),
     ("sys", 0),
     ("sync", 0),
     ("wire", 0),
@@ -41,6 +42,7 @@ const PROTO: &[(&str, u32)] = &[
     ("layout", 2),
     ("admin", 2),
     ("protocol", 3),
+    ("fuzz_support", 4),
 ];
 
 /// `chimaera-client`'s modules, lowest first (`lib` is the crate root).
