@@ -24,6 +24,12 @@ impl SeqCounter {
     pub fn next(&self) -> u64 {
         self.0.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// The seq the next frame will get (no frame of this counter has one as
+    /// high).
+    pub fn peek(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Frames this far behind the newest seq seen from a peer are refused.

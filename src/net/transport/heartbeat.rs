@@ -1,0 +1,113 @@
+//! Heartbeats and peer liveness: sending a heartbeat to every peer, marking
+//! a peer down after missed heartbeats and up again when it answers, and
+//! learning peers' epochs (a newer one: the peer restarted).
+
+use std::sync::atomic::Ordering;
+
+use slog::{info, warn};
+
+use super::Transport;
+use crate::net::{PEER_DOWN, PEER_UP};
+use chimaera_proto::sync::now_ns;
+use chimaera_proto::wire::Frame;
+
+/// Heartbeats a peer may miss before it is marked down.
+const MISSED_HEARTBEATS: u64 = 3;
+
+impl Transport {
+    /// Sends a heartbeat to every peer.
+    pub(super) fn heartbeats(&mut self) {
+        for node in 0..self.dealers.len() as u32 {
+            if self.dealers[node as usize].is_none() {
+                continue;
+            }
+            let f = Frame::Heartbeat {
+                epoch: self.epoch,
+                sent_ns: now_ns(),
+            };
+            if self.encode(&f, node).is_ok() {
+                let _ = self.send_to(node);
+            }
+        }
+        // What the next run must start above (a small write to the run
+        // directory once a heartbeat interval).
+        if let Some(file) = &self.epoch_file {
+            let _ = super::keep_epoch(file, self.seq.peek());
+        }
+    }
+
+    /// Marks down every peer up but not heard from for `MISSED_HEARTBEATS`
+    /// heartbeats, and fails the tasks waiting on it.
+    pub(super) fn check_peers(&mut self) {
+        let limit_ms = MISSED_HEARTBEATS * self.heartbeat_ns / 1_000_000;
+        let now_ms = chimaera_proto::sync::mono_ms();
+        for node in 0..self.shared.nodes {
+            if node == self.shared.node_id {
+                continue;
+            }
+            let peer = &self.shared.peers[node as usize];
+            if peer.state.load(Ordering::Relaxed) != PEER_UP {
+                continue;
+            }
+            let heard = peer.last_heard_mono_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(heard) > limit_ms {
+                peer.state.store(PEER_DOWN, Ordering::Release);
+                warn!(
+                    self.log,
+                    "node {} ({}) missed {} heartbeats: marked down; its tasks fail with \"node unavailable\"",
+                    node,
+                    peer.addr,
+                    MISSED_HEARTBEATS
+                );
+                let msg = self.shared.unavailable(node, PEER_DOWN);
+                self.fail_pending(node, &msg);
+            }
+        }
+    }
+
+    /// A valid frame from `node` arrived. Any frame shows it alive; only an
+    /// answer on our own connection to it (`both_ways`) shows that tasks can
+    /// reach it, so only that marks it up.
+    pub(super) fn heard(&self, node: u32, both_ways: bool) {
+        let peer = &self.shared.peers[node as usize];
+        peer.last_heard_mono_ms
+            .store(chimaera_proto::sync::mono_ms(), Ordering::Relaxed);
+        if !both_ways {
+            return;
+        }
+        let was = peer.state.swap(PEER_UP, Ordering::AcqRel);
+        if was != PEER_UP {
+            info!(
+                self.log,
+                "node {} ({}) is {}",
+                node,
+                peer.addr,
+                if was == PEER_DOWN { "up again" } else { "up" }
+            );
+        }
+    }
+
+    /// A peer's epoch from its heartbeat or ack. A newer one means it
+    /// restarted: what it was running for us is lost, so those tasks fail
+    /// now rather than at their timeout. An older one is a stray and ignored.
+    pub(super) fn learn_epoch(&mut self, node: u32, epoch: u64) {
+        let peer = &self.shared.peers[node as usize];
+        let old = peer.epoch.load(Ordering::Relaxed);
+        if epoch <= old {
+            return;
+        }
+        peer.epoch.store(epoch, Ordering::Relaxed);
+        if old == 0 {
+            return;
+        }
+        info!(
+            self.log,
+            "node {} ({}) restarted; tasks it was running for this node fail", node, peer.addr
+        );
+        let msg = format!(
+            "node unavailable: node {node} ({}) restarted while running the task",
+            peer.addr
+        );
+        self.fail_pending(node, &msg);
+    }
+}

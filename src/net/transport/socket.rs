@@ -1,0 +1,170 @@
+//! The network thread's sockets: setting up the ROUTER peers reach this node
+//! on, a DEALER per peer and the wake-up socket clients ring; encoding a
+//! frame and putting it on a DEALER (requests, heartbeats) or back through
+//! the ROUTER (answers).
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::{NetConfig, Transport};
+use crate::config::hostfile::HostEntry;
+use crate::net::NetError;
+use crate::net::zap;
+use chimaera_proto::wire::{self, Frame, HeaderFields, MAX_FRAME};
+
+/// The routing id this node's DEALERs connect with (`chi-node-<id>`).
+fn identity(node: u32) -> Vec<u8> {
+    format!("chi-node-{node}").into_bytes()
+}
+
+pub(super) fn endpoint(h: &HostEntry, zmq_port: u16) -> String {
+    let port = h.port.unwrap_or(zmq_port);
+    if h.host.contains(':') {
+        format!("tcp://[{}]:{port}", h.host)
+    } else {
+        format!("tcp://{}:{port}", h.host)
+    }
+}
+
+/// Binds the wake-up socket (a stale one of a dead runtime is replaced)
+/// and gives it the segments' mode and group: clients need write access.
+pub(super) fn bind_wake(path: &Path, access: crate::shm::Access) -> std::io::Result<UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        chimaera_client::discovery::make_dir(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let sock = UnixDatagram::bind(path)?;
+    sock.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode()))?;
+    if let Some(gid) = access.gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(sock)
+}
+
+/// What every socket of the thread is set to.
+fn setup(s: &zmq::Socket) -> Result<(), zmq::Error> {
+    s.set_linger(0)?;
+    s.set_maxmsgsize(MAX_FRAME as i64)?;
+    s.set_ipv6(true)?;
+    s.set_sndhwm(100_000)?;
+    s.set_rcvhwm(100_000)?;
+    Ok(())
+}
+
+/// The ROUTER peers' tasks and heartbeats arrive on, bound on `port`.
+pub(super) fn open_router(ctx: &zmq::Context, port: u16) -> Result<zmq::Socket, NetError> {
+    let router = ctx.socket(zmq::ROUTER).map_err(NetError::Socket)?;
+    setup(&router).map_err(NetError::Socket)?;
+    router
+        .set_zap_domain(zap::DOMAIN)
+        .map_err(NetError::Socket)?;
+    // A restarted peer connects with the same routing id: let it take
+    // the id over instead of being refused as a duplicate.
+    router.set_router_handover(true).map_err(NetError::Socket)?;
+    router
+        .bind(&format!("tcp://*:{port}"))
+        .map_err(|e| match e {
+            zmq::Error::EADDRINUSE => NetError::PortInUse { port },
+            source => NetError::Bind { port, source },
+        })?;
+    Ok(router)
+}
+
+/// One DEALER per peer (None for this node), connected once and kept.
+pub(super) fn connect_dealers(
+    ctx: &zmq::Context,
+    cfg: &NetConfig,
+) -> Result<Vec<Option<zmq::Socket>>, NetError> {
+    let mut dealers = Vec::new();
+    for (i, h) in cfg.hosts.iter().enumerate() {
+        if i as u32 == cfg.node_id {
+            dealers.push(None);
+            continue;
+        }
+        let d = ctx.socket(zmq::DEALER).map_err(NetError::Socket)?;
+        setup(&d).map_err(NetError::Socket)?;
+        d.set_identity(&identity(cfg.node_id))
+            .map_err(NetError::Socket)?;
+        // Queue nothing for a peer that is not connected: a task for it
+        // fails now rather than running whenever it comes back.
+        d.set_immediate(true).map_err(NetError::Socket)?;
+        d.set_reconnect_ivl(100).map_err(NetError::Socket)?;
+        d.set_reconnect_ivl_max(1000).map_err(NetError::Socket)?;
+        d.connect(&endpoint(h, cfg.zmq_port))
+            .map_err(|e| NetError::Setup(format!("connect to node {i} ({h}): {e}")))?;
+        dealers.push(Some(d));
+    }
+    Ok(dealers)
+}
+
+impl Transport {
+    fn next_header(&self, dst: u32) -> HeaderFields {
+        HeaderFields {
+            src_node: self.shared.node_id,
+            dst_node: dst,
+            seq: self.seq.next(),
+            dst_epoch: self.shared.peers[dst as usize]
+                .epoch
+                .load(Ordering::Relaxed),
+        }
+    }
+
+    /// Encodes `frame` for `dst` into the reusable buffer.
+    pub(super) fn encode(&mut self, frame: &Frame<'_>, dst: u32) -> Result<(), String> {
+        let hdr = self.next_header(dst);
+        self.buf.clear();
+        wire::encode(frame, &hdr, self.key.as_ref(), &mut self.buf).map_err(|e| e.to_string())
+    }
+
+    /// Sends the buffer to `dst` on its DEALER (requests and heartbeats).
+    pub(super) fn send_to(&mut self, dst: u32) -> Result<(), String> {
+        let Some(d) = &self.dealers[dst as usize] else {
+            return Err("no connection to that node".into());
+        };
+        match d.send(&self.buf[..], zmq::DONTWAIT) {
+            Ok(()) => {
+                self.shared
+                    .counters
+                    .frames_out
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared
+                    .counters
+                    .send_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(match e {
+                    zmq::Error::EAGAIN => "not connected, or its send queue is full".into(),
+                    e => e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Sends the buffer back to a peer through the ROUTER (answers).
+    pub(super) fn answer(&mut self, node: u32) {
+        let id = identity(node);
+        let parts: [&[u8]; 2] = [&id, &self.buf];
+        match self.router.send_multipart(parts, zmq::DONTWAIT) {
+            Ok(()) => {
+                self.shared
+                    .counters
+                    .frames_out
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.shared
+                    .counters
+                    .send_failed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
