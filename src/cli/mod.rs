@@ -1,0 +1,348 @@
+//! The command line. Each subcommand is a few lines that call the library.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+mod runtime;
+mod tasks;
+
+use runtime::{status, stop};
+use tasks::{PingTarget, ping, pool};
+
+use crate::config::size::human;
+use crate::config::{self, Env, KEYS, LoadOptions, Loaded};
+use crate::exit;
+use crate::service;
+use crate::shm::{self, Liveness};
+use chimaera_client::discovery;
+use chimaera_client::{Client, Locator};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chimaera",
+    version,
+    about = "Chimaera distributed task-execution runtime"
+)]
+pub struct Cli {
+    /// Configuration file (default: $CHI_SERVER_CONF, else
+    /// /etc/chimaera/chimaera_config.yaml when present, else built-in defaults).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the runtime daemon in the foreground.
+    Run(RunArgs),
+    /// Stop the running runtime and wait until it is gone.
+    Stop(StopArgs),
+    /// Tell whether the runtime runs (exit 0) or not (exit 3).
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check, show or list the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Measure the runtime against this machine's floor (starts its own daemon).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Create, destroy or list the runtime's pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Send admin no-op tasks to the runtime (or through it to other nodes)
+    /// and print their round trips.
+    Ping {
+        /// How many pings (per node).
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Ping node N of the hostfile, through the local runtime.
+        #[arg(long, value_name = "N", conflicts_with = "all")]
+        node: Option<u32>,
+        /// Ping every node of the hostfile, one after another.
+        #[arg(long, conflicts_with = "broadcast")]
+        all: bool,
+        /// One broadcast ping to every node at once, answered by all of them.
+        #[arg(long, conflicts_with = "node")]
+        broadcast: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Override a key, highest precedence: --set workers.sched_threads=4
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait for the runtime to finish.
+    #[arg(long, default_value_t = service::DEFAULT_STOP_TIMEOUT.as_secs())]
+    timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Local tasks through shared memory: round trip, pipelined and multi-client rates.
+    Local {
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks routed to another node over loopback (two daemons of its own),
+    /// against plain ZeroMQ sockets in the same run.
+    Remote {
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block I/O on a RAM bdev pool (4 KiB and 1 MiB writes and reads)
+    /// against memcpy in the same run.
+    Bdev {
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// List the pools: id, name, module.
+    List {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a pool, or find the one of that name and module (get-or-create).
+    Create {
+        name: String,
+        module: String,
+        /// The module's parameters, JSON (e.g. '{"kind":"ram","size":"64M"}' for bdev).
+        #[arg(long, default_value = "")]
+        params: String,
+    },
+    /// Destroy a pool, named by name or by id.
+    Destroy {
+        /// A pool name, or its id (a number).
+        pool: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate exactly as the daemon does (file, CHI_* environment, /dev/shm); exit 78 on problems.
+    Check {
+        /// The file to check (default: as for `run`).
+        file: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Print the effective configuration (after the environment) as YAML.
+    Show {
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// List every key: name, environment variable, default, meaning (tab-separated).
+    Keys,
+}
+
+/// Entry point of all three binaries.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
+    main_with_registry(args, crate::modules::builtin_registry())
+}
+
+/// The command line of a runtime with these modules (see
+/// [`crate::RuntimeBuilder`]).
+pub fn main_with_registry(
+    args: impl IntoIterator<Item = OsString>,
+    registry: crate::engine::pools::Registry,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 64 } else { exit::OK };
+        }
+    };
+    let opts = |sets: Vec<String>| LoadOptions {
+        config_path: cli.config.clone(),
+        sets,
+        ..LoadOptions::default()
+    };
+    match cli.command {
+        Command::Run(args) => service::run(opts(args.sets), registry),
+        Command::Stop(args) => stop(&opts(Vec::new()), Duration::from_secs(args.timeout)),
+        Command::Status { json } => status(&opts(Vec::new()), json),
+        Command::Config(ConfigCommand::Check { file, sets }) => {
+            let mut o = opts(sets);
+            if file.is_some() {
+                o.config_path = file;
+            }
+            config_check(&o)
+        }
+        Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
+        Command::Bench(BenchCommand::Local { json }) => {
+            report_bench(crate::bench::local(), json, |r| {
+                format!(
+                    "rtt p50 {} ns p99 {} ns | floor p50 {} ns ({:.2}x) | async {:.0} tasks/s | {} clients {:.0} tasks/s",
+                    r.rtt_p50_ns,
+                    r.rtt_p99_ns,
+                    r.floor_rtt_ns,
+                    r.rtt_over_floor,
+                    r.async_tasks_per_s,
+                    r.clients,
+                    r.multi_client_tasks_per_s
+                )
+            })
+        }
+        Command::Bench(BenchCommand::Remote { json }) => {
+            report_bench(crate::bench::remote::remote(), json, |r| {
+                format!(
+                    "remote rtt p50 {} ns p99 {} ns | raw zmq p50 {} ns ({:.2}x) | {:.0} tasks/s vs raw {:.0} msgs/s ({:.2}x)",
+                    r.rtt_p50_ns,
+                    r.rtt_p99_ns,
+                    r.raw_zmq_rtt_p50_ns,
+                    r.rtt_over_raw,
+                    r.tasks_per_s,
+                    r.raw_zmq_msgs_per_s,
+                    r.throughput_over_raw
+                )
+            })
+        }
+        Command::Bench(BenchCommand::Bdev { json }) => {
+            report_bench(crate::bench::bdev::bdev(), json, |r| {
+                format!(
+                    "1 MiB write {:.2} GB/s read {:.2} GB/s ({:.2}x, {:.2}x memcpy {:.2} GB/s) | 4 KiB write {:.2} GB/s read {:.2} GB/s ({:.0}/{:.0} IOPS)",
+                    r.write_1m_gbps,
+                    r.read_1m_gbps,
+                    r.write_1m_over_memcpy,
+                    r.read_1m_over_memcpy,
+                    r.memcpy_gbps,
+                    r.write_4k_gbps,
+                    r.read_4k_gbps,
+                    r.write_4k_iops,
+                    r.read_4k_iops
+                )
+            })
+        }
+        Command::Pool(cmd) => pool(&opts(Vec::new()), cmd),
+        Command::Ping {
+            count,
+            node,
+            all,
+            broadcast,
+            json,
+        } => {
+            let target = match (node, all, broadcast) {
+                (Some(n), _, _) => PingTarget::Node(n),
+                (None, true, _) => PingTarget::All,
+                (None, false, true) => PingTarget::Broadcast,
+                (None, false, false) => PingTarget::Local,
+            };
+            ping(&opts(Vec::new()), count.max(1), target, json)
+        }
+        Command::Config(ConfigCommand::Keys) => {
+            let defaults = config::Config::default();
+            for k in KEYS {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    k.path(),
+                    k.env.unwrap_or("-"),
+                    k.get(&defaults),
+                    k.help
+                );
+            }
+            exit::OK
+        }
+    }
+}
+
+/// `chimaera_start_runtime [ARGS]` is `chimaera run [ARGS]`; likewise stop.
+pub fn compat_main(subcommand: &str) -> u8 {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = if args.is_empty() {
+        OsString::from("chimaera")
+    } else {
+        args.remove(0)
+    };
+    let mut full = vec![argv0, OsString::from(subcommand)];
+    full.extend(args);
+    main_with_args(full)
+}
+
+fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
+    crate::preflight::load(opts, env).map_err(|errors| {
+        service::report_config_errors(&errors);
+        exit::CONFIG
+    })
+}
+
+fn config_check(opts: &LoadOptions) -> u8 {
+    let env = Env::from_process();
+    match crate::preflight::load_and_check(opts, &env) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("chimaera: warning: {w}");
+            }
+            println!(
+                "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}, node {} of {}",
+                loaded.source,
+                loaded.config.workers.sched_threads,
+                human(loaded.config.total_segment_size()),
+                human(loaded.config.memory.shm_size),
+                loaded.config.network.zmq_port,
+                loaded.node_id,
+                loaded.hosts.len().max(1)
+            );
+            exit::OK
+        }
+        Err(errors) => {
+            service::report_config_errors(&errors);
+            exit::CONFIG
+        }
+    }
+}
+
+fn config_show(opts: &LoadOptions) -> u8 {
+    let env = Env::from_process();
+    match load_or_report(opts, &env) {
+        Ok(loaded) => {
+            print!("{}", config::to_yaml(&loaded));
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// Prints a benchmark's report (one JSON object, or `line`) and gives the
+/// exit code.
+fn report_bench<R: serde::Serialize>(
+    report: Result<R, String>,
+    json: bool,
+    line: impl FnOnce(&R) -> String,
+) -> u8 {
+    match report {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("serializable"));
+            } else {
+                println!("{}", line(&r));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("chimaera: bench failed: {e}");
+            exit::SOFTWARE
+        }
+    }
+}

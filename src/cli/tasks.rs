@@ -1,0 +1,231 @@
+//! The subcommands that run tasks through a client: `pool` and `ping`.
+
+use super::runtime::{Found, locate, not_running_message};
+use super::*;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PingTarget {
+    Local,
+    Node(u32),
+    All,
+    Broadcast,
+}
+
+/// A client of the running runtime, or the exit code that says why not.
+pub(super) fn connect_running(opts: &LoadOptions) -> Result<Client, u8> {
+    let (_, found) = locate(opts, exit::UNAVAILABLE)?;
+    let Found::Running { path, disc, .. } = found else {
+        eprintln!("chimaera: {}", not_running_message(&found));
+        return Err(exit::NOT_RUNNING);
+    };
+    Client::connect_discovery(path, disc).map_err(|e| {
+        eprintln!("chimaera: {e}");
+        exit::UNAVAILABLE
+    })
+}
+
+pub(super) fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
+    let client = match connect_running(opts) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = match cmd {
+        PoolCommand::List { json } => client.list_pools().map(|pools| {
+            if json {
+                println!("{}", serde_json::to_string(&pools).expect("serializable"));
+            } else {
+                for p in pools {
+                    println!("{}\t{}\t{}", p.id, p.name, p.module);
+                }
+            }
+        }),
+        PoolCommand::Create {
+            name,
+            module,
+            params,
+        } => client
+            .create_pool(&name, &module, &params)
+            .map(|p| println!("pool {} (id {}, module {})", p.name, p.id, p.module)),
+        PoolCommand::Destroy { pool } => {
+            let req = match pool.parse::<u32>() {
+                Ok(id) => crate::modules::admin::PoolRef::Id { id },
+                Err(_) => crate::modules::admin::PoolRef::Name { name: pool },
+            };
+            client
+                .destroy_pool_ref(&req)
+                .map(|p| println!("destroyed pool {} (id {})", p.name, p.id))
+        }
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            // The runtime answered: the request itself was refused.
+            exit::FAILURE
+        }
+    }
+}
+
+/// `count` broadcast pings: each round trip lasts until every node
+/// answered (or was found unavailable); exit 0 only if all answered, every time.
+pub(super) fn ping_broadcast(client: &Client, count: u32, json: bool) -> u8 {
+    let ping = chimaera_client::Task::new(
+        crate::modules::admin::POOL_ID,
+        crate::modules::admin::method::PING,
+        &[],
+    );
+    let mut rtts = Vec::with_capacity(count as usize);
+    let mut failures: Vec<(u32, String)> = Vec::new();
+    let mut nodes = 0;
+    for _ in 0..count {
+        let t = Instant::now();
+        let replies = match client.broadcast(&ping) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("chimaera: broadcast ping failed: {e}");
+                return exit::UNAVAILABLE;
+            }
+        };
+        rtts.push(t.elapsed().as_nanos() as u64);
+        nodes = replies.len();
+        for r in replies.into_iter().filter(|r| r.status != 0) {
+            let why = String::from_utf8_lossy(&r.output).into_owned();
+            if !failures.iter().any(|(n, _)| *n == r.node) {
+                failures.push((r.node, why));
+            }
+        }
+    }
+    let (min, p50, max) = rtt_summary(&rtts);
+    if json {
+        let failed: Vec<_> = failures
+            .iter()
+            .map(|(n, e)| serde_json::json!({"node": n, "error": e}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"count": count, "nodes": nodes, "ok": failures.is_empty(),
+                "failed": failed, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max})
+        );
+    } else {
+        println!(
+            "broadcast to {nodes} node(s): {count} ping(s), min {:.1} us, median {:.1} us, max {:.1} us",
+            min as f64 / 1e3,
+            p50 as f64 / 1e3,
+            max as f64 / 1e3
+        );
+        for (n, e) in &failures {
+            println!("node {n}: {e}");
+        }
+    }
+    if failures.is_empty() {
+        exit::OK
+    } else {
+        exit::UNAVAILABLE
+    }
+}
+
+/// `count` round trips of an admin ping (to `node`, or here); the error
+/// ends the series.
+pub(super) fn ping_series(
+    client: &Client,
+    node: Option<u32>,
+    count: u32,
+) -> Result<Vec<u64>, String> {
+    (0..count)
+        .map(|_| {
+            match node {
+                Some(n) => client.ping_node(n),
+                None => client.ping(),
+            }
+            .map(|d| d.as_nanos() as u64)
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+pub(super) fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
+    let mut sorted = rtts.to_vec();
+    sorted.sort_unstable();
+    (
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+    )
+}
+
+pub(super) fn ping(opts: &LoadOptions, count: u32, target: PingTarget, json: bool) -> u8 {
+    let client = match connect_running(opts) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let nodes: Vec<u32> = match target {
+        PingTarget::Local => {
+            return match ping_series(&client, None, count) {
+                Ok(rtts) => {
+                    let (min, p50, max) = rtt_summary(&rtts);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"count": count, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max})
+                        );
+                    } else {
+                        for r in &rtts {
+                            println!("admin ping: {:.1} us", *r as f64 / 1e3);
+                        }
+                        if count > 1 {
+                            println!(
+                                "{count} pings: min {:.1} us, median {:.1} us, max {:.1} us",
+                                min as f64 / 1e3,
+                                p50 as f64 / 1e3,
+                                max as f64 / 1e3
+                            );
+                        }
+                    }
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("chimaera: ping failed: {e}");
+                    exit::UNAVAILABLE
+                }
+            };
+        }
+        PingTarget::Broadcast => return ping_broadcast(&client, count, json),
+        PingTarget::Node(n) => vec![n],
+        PingTarget::All => match client.stats() {
+            Ok(s) => (0..s.cluster.map_or(1, |c| c.nodes)).collect(),
+            Err(e) => {
+                eprintln!("chimaera: cannot read the cluster's size: {e}");
+                return exit::UNAVAILABLE;
+            }
+        },
+    };
+    let mut all_ok = true;
+    let mut results = Vec::new();
+    for n in nodes {
+        match ping_series(&client, Some(n), count) {
+            Ok(rtts) => {
+                let (min, p50, max) = rtt_summary(&rtts);
+                if !json {
+                    println!(
+                        "node {n}: {count} ping(s), min {:.1} us, median {:.1} us, max {:.1} us",
+                        min as f64 / 1e3,
+                        p50 as f64 / 1e3,
+                        max as f64 / 1e3
+                    );
+                }
+                results.push(serde_json::json!({"node": n, "ok": true, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max}));
+            }
+            Err(e) => {
+                all_ok = false;
+                if !json {
+                    println!("node {n}: {e}");
+                }
+                results.push(serde_json::json!({"node": n, "ok": false, "error": e}));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({"count": count, "nodes": results}));
+    }
+    if all_ok { exit::OK } else { exit::UNAVAILABLE }
+}
