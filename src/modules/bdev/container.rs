@@ -21,15 +21,23 @@ impl Container for Bdev {
     fn run(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         match ctx.method() {
             method::WRITE => {
-                let input = ctx.input();
-                let Some(split) = input.len().checked_sub(8) else {
+                let n = ctx.input_len();
+                let Some(split) = n.checked_sub(8) else {
                     return Err(TaskError::BadInput(format!(
-                        "WRITE: expected the data and then a u64 offset, got {} bytes",
-                        input.len()
+                        "WRITE: expected the data and then a u64 offset, got {n} bytes"
                     )));
                 };
-                let (data, off) = input.split_at(split);
-                self.write(u64_at(off, 0), data)
+                let mut off = [0u8; 8];
+                ctx.read_input(split, &mut off);
+                let off = u64::from_le_bytes(off);
+                // RAM: from the client's buffer straight into the device.
+                if let Some(r) = self.ram_write_with(off, split as u64, |dst| {
+                    ctx.read_input(0, dst);
+                }) {
+                    return r;
+                }
+                let input = ctx.input();
+                self.write(off, &input[..split])
             }
             method::READ => {
                 let input = ctx.input();
@@ -49,6 +57,10 @@ impl Container for Bdev {
                 // extent is reported as such, not as a full segment.
                 self.check_open()?;
                 self.check_range("READ", off, len)?;
+                // RAM: from the device straight into the client's output.
+                if let Some(r) = self.ram_read_with(off, len, |src| ctx.set_output(src)) {
+                    return r;
+                }
                 let out = ctx.output_buffer(len as usize)?;
                 self.read_into(off, out)
             }

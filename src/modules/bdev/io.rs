@@ -17,6 +17,72 @@ fn io_err(what: &str, off: u64, len: usize, e: std::io::Error) -> TaskError {
 }
 
 impl Bdev {
+    /// On a RAM device, lends `f` the `len` device bytes at `off` to fill,
+    /// under the write locks: the task copies its input straight from
+    /// shared memory into the device (one copy). None on a file device.
+    pub fn ram_write_with(
+        &self,
+        off: u64,
+        len: u64,
+        f: impl FnOnce(&mut [u8]),
+    ) -> Option<Result<(), TaskError>> {
+        let Backing::Ram { base, .. } = &self.backing else {
+            return None;
+        };
+        let checked = self
+            .check_open()
+            .and_then(|()| self.check_range("WRITE", off, len));
+        if let Err(e) = checked {
+            return Some(Err(e));
+        }
+        if len == 0 {
+            return Some(Ok(()));
+        }
+        {
+            let _guards = self.stripes.write(off, len);
+            // SAFETY: off + len <= size (checked), so the range lies in the
+            // device's private mapping; the write locks over it exclude
+            // every other access while `f` holds it.
+            f(unsafe { std::slice::from_raw_parts_mut(base.add(off as usize), len as usize) });
+        }
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(len, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+
+    /// On a RAM device, lends `f` the `len` device bytes at `off`, under the
+    /// read locks: the task copies them straight into its output in shared
+    /// memory (one copy). None on a file device.
+    pub fn ram_read_with(
+        &self,
+        off: u64,
+        len: u64,
+        f: impl FnOnce(&[u8]) -> Result<(), TaskError>,
+    ) -> Option<Result<(), TaskError>> {
+        let Backing::Ram { base, .. } = &self.backing else {
+            return None;
+        };
+        let checked = self
+            .check_open()
+            .and_then(|()| self.check_range("READ", off, len));
+        if let Err(e) = checked {
+            return Some(Err(e));
+        }
+        if len == 0 {
+            return Some(f(&[]));
+        }
+        let _guards = self.stripes.read(off, len);
+        // SAFETY: in range (checked) and under read locks, which exclude
+        // writers, while `f` holds it; device memory is the daemon's own.
+        let r = f(unsafe { std::slice::from_raw_parts(base.add(off as usize), len as usize) });
+        if r.is_ok() {
+            self.count_read(len);
+        }
+        Some(r)
+    }
+
     /// Writes `data` at device offset `off`.
     pub fn write(&self, off: u64, data: &[u8]) -> Result<(), TaskError> {
         self.check_open()?;
