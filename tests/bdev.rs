@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chimaera::client::{Client, ClientError, Task};
 use chimaera::modules::bdev::{self, BdevClient, Extent, IoBuf};
-use common::Node;
+use common::{Node, Rng};
 
 /// Two workers (tasks of one pool run on both at once) and data segments
 /// large enough for a window of 128 KiB extents.
@@ -20,26 +20,6 @@ fn started(name: &str) -> Node {
     let d = node.spawn(&[]);
     node.wait_running(d);
     node
-}
-
-/// xorshift64*: a fixed seed makes a failure reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 fn module_error(r: Result<impl std::fmt::Debug, ClientError>) -> String {

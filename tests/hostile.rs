@@ -23,7 +23,7 @@ use chimaera::proto::header::HEADER_SIZE;
 use chimaera::proto::layout::View;
 use chimaera::proto::protocol::{fill_record, ring_lane};
 use chimaera::proto::record::{self, INLINE, TaskRecord, status};
-use common::Node;
+use common::{Node, Rng};
 use memmap2::MmapMut;
 
 /// The daemon's task_timeout in these tests, ms.
@@ -285,18 +285,6 @@ fn targeted_bad_values_end_their_task_or_are_dropped() {
     drop(honest);
     drop(s);
     stop_cleanly(node);
-}
-
-/// xorshift64*: a fixed seed gives the same scribbles every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 #[test]

@@ -38,21 +38,10 @@ impl Drop for Daemon {
     }
 }
 
-fn append(node: &Node, yaml: &str) {
-    let mut text = std::fs::read_to_string(node.config_path()).unwrap();
-    text.push_str(yaml);
-    std::fs::write(node.config_path(), text).unwrap();
-}
-
-#[test]
-fn an_example_module_runs_in_its_own_runtime_and_serves_a_client() {
-    let bin = example("kv_module");
-    let node = Node::new("kvmod");
-    append(
-        &node,
-        "compose:\n  - name: sessions\n    module: kv\n    params:\n      capacity: 2\n",
-    );
-    let err = std::fs::File::create(node.dir.path().join("stderr.kv")).unwrap();
+/// Runs an example's daemon on `node` (stderr to `stderr.<tag>`) and waits
+/// until `status` says it runs.
+fn start_example(node: &Node, bin: &std::path::Path, tag: &str) -> Daemon {
+    let err = std::fs::File::create(node.dir.path().join(format!("stderr.{tag}"))).unwrap();
     let mut child = Daemon(
         node.command(bin.to_str().unwrap(), &["run"])
             .stdout(Stdio::null())
@@ -70,6 +59,24 @@ fn an_example_module_runs_in_its_own_runtime_and_serves_a_client() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+fn append(node: &Node, yaml: &str) {
+    let mut text = std::fs::read_to_string(node.config_path()).unwrap();
+    text.push_str(yaml);
+    std::fs::write(node.config_path(), text).unwrap();
+}
+
+#[test]
+fn an_example_module_runs_in_its_own_runtime_and_serves_a_client() {
+    let bin = example("kv_module");
+    let node = Node::new("kvmod");
+    append(
+        &node,
+        "compose:\n  - name: sessions\n    module: kv\n    params:\n      capacity: 2\n",
+    );
+    let mut child = start_example(&node, &bin, "kv");
     let client = node.client();
     let pools = client.list_pools().unwrap();
     let sessions = pools.iter().find(|p| p.name == "sessions").unwrap();
@@ -231,20 +238,7 @@ fn a_panicking_module_fails_only_its_task() {
     let bin = example("faulty_module");
     let node = Node::new("faulty");
     append(&node, "compose:\n  - name: f\n    module: faulty\n");
-    let err = std::fs::File::create(node.dir.path().join("stderr.faulty")).unwrap();
-    let mut child = Daemon(
-        node.command(bin.to_str().unwrap(), &["run"])
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap(),
-    );
-    let t = Instant::now();
-    while node.output(&["status"]).status.code() != Some(0) {
-        assert!(child.0.try_wait().unwrap().is_none(), "{}", node.log());
-        assert!(t.elapsed() < Duration::from_secs(20), "never ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_example(&node, &bin, "faulty");
     let client = node.client();
     let pool = client
         .list_pools()

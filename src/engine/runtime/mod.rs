@@ -208,6 +208,23 @@ impl RuntimeCore {
         input_span(rec, &self.client_arena, owner, "client data")
     }
 
+    /// Whether record `idx`, just taken from a lane, is a task to run: it
+    /// must be SUBMITTED. One completed while queued (timed out) has only
+    /// our reference left, which is dropped; anything else (pushed twice, a
+    /// state word written over) is left alone and counted.
+    pub(crate) fn take_queued(&self, idx: u32, rec: &TaskRecord) -> bool {
+        let state = rec.state.load(Ordering::Acquire);
+        if state & record::PHASE_MASK == record::SUBMITTED {
+            return true;
+        }
+        if state & record::PHASE_MASK == record::DONE && state & REF_RUNTIME != 0 {
+            self.release(idx, REF_RUNTIME);
+        } else {
+            self.rejected.state.fetch_add(1, Ordering::Relaxed);
+        }
+        false
+    }
+
     /// A copy of the input of record `idx` (checked as [`Self::input_span`]).
     pub fn input_copy(&self, idx: u32, rec: &TaskRecord) -> Result<Vec<u8>, String> {
         let (p, len) = self.input_span(idx, rec)?;
@@ -249,7 +266,9 @@ impl RuntimeCore {
     /// from the runtime's. Offsets someone wrote over are refused by the
     /// arenas (and the blocks lost), never followed.
     pub(crate) fn free_payloads_of(&self, idx: u32, rec: &TaskRecord) {
-        let runtime = self.set_runtime_owned(idx, false);
+        // A load first: most records are clients', and a locked
+        // instruction per task is not free.
+        let runtime = self.is_runtime_owned(idx) && self.set_runtime_owned(idx, false);
         let inp = rec.in_offset.load(Ordering::Relaxed);
         if inp != INLINE {
             let _ = if runtime {

@@ -298,17 +298,7 @@ impl Worker {
         // would bounce its count between all workers' caches.)
         let core: &RuntimeCore = unsafe { &*Arc::as_ptr(&self.core) };
         let rec = core.view.records.get(idx);
-        let state = rec.state.load(Ordering::Acquire);
-        if state & record::PHASE_MASK != record::SUBMITTED {
-            if state & record::PHASE_MASK == record::DONE && state & REF_RUNTIME != 0 {
-                // Completed while queued (timed out): only our reference is
-                // left to drop.
-                core.release(idx, REF_RUNTIME);
-            } else {
-                // Not a task a worker may take: pushed twice, or its state
-                // word written over. Nothing of it is ours to drop.
-                core.rejected.state.fetch_add(1, Ordering::Relaxed);
-            }
+        if !core.take_queued(idx, rec) {
             return;
         }
         if now > rec.deadline_ns.load(Ordering::Relaxed) {

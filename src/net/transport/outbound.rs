@@ -10,7 +10,7 @@ use super::Transport;
 use super::serve::Serving;
 use crate::net::{Decision, PEER_UP};
 use chimaera_proto::broadcast::NodeReply;
-use chimaera_proto::record::{self, REF_RUNTIME, status};
+use chimaera_proto::record::{self, status};
 use chimaera_proto::wire::{Frame, Route};
 
 /// A task this node sent to a peer and waits on.
@@ -50,13 +50,7 @@ impl Transport {
             core.rejected.record_index.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let state = rec.state.load(Ordering::Acquire);
-        if state & record::PHASE_MASK != record::SUBMITTED {
-            if state & record::PHASE_MASK == record::DONE && state & REF_RUNTIME != 0 {
-                core.release(idx, REF_RUNTIME);
-            } else {
-                core.rejected.state.fetch_add(1, Ordering::Relaxed);
-            }
+        if !core.take_queued(idx, rec) {
             return;
         }
         let deadline = rec.deadline_ns.load(Ordering::Relaxed);
