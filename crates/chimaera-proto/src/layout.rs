@@ -198,8 +198,13 @@ pub struct View {
     pub records: Records<'static>,
     /// The lanes' consumer positions, in this process's memory (the lanes
     /// point into it; the workers' lanes first, then the network lane's).
-    _heads: std::sync::Arc<[AtomicU64]>,
+    _heads: std::sync::Arc<[ConsumerHead]>,
 }
+
+/// A lane consumer's position, alone on its cache line: each worker writes
+/// its own with every task, and must not share a line with another's.
+#[repr(align(64))]
+struct ConsumerHead(AtomicU64);
 
 impl View {
     /// Builds the view over a mapping whose engine header is at `engine_off`,
@@ -266,8 +271,9 @@ impl View {
             let at = |off: u64| base.add(off as usize);
             let h = at(engine_off) as *const EngineHeader;
             let depth = layout.queue_depth as usize;
-            let heads: std::sync::Arc<[AtomicU64]> =
-                (0..=layout.num_lanes).map(|_| AtomicU64::new(0)).collect();
+            let heads: std::sync::Arc<[ConsumerHead]> = (0..=layout.num_lanes)
+                .map(|_| ConsumerHead(AtomicU64::new(0)))
+                .collect();
             // The view keeps `heads` alive beside the lanes that point into it.
             let heads_ptr = heads.as_ptr();
             let lane_at = |off: u64, i: u32| {
@@ -278,7 +284,7 @@ impl View {
                         h.add(size_of::<LaneHeader>()) as *const AtomicU64,
                         depth,
                     ),
-                    &*heads_ptr.add(i as usize),
+                    &(*heads_ptr.add(i as usize)).0,
                 )
             };
             let lanes = (0..layout.num_lanes)
