@@ -56,6 +56,16 @@ pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts SIGPIPE back to its default (end the process quietly), for the
+/// command line's printing subcommands: Rust ignores it, so a write to a
+/// closed pipe (`chimaera config keys | head -1`) is an error that
+/// `println!` turns into a panic. The daemon keeps ignoring it.
+pub fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; it runs before any
+    // thread of ours is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// fchown(2) to a group, keeping the owner.
 pub fn fchown_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
     // SAFETY: fd is valid for the borrow; uid -1 leaves the owner unchanged.

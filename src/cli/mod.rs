@@ -174,6 +174,11 @@ pub fn main_with_registry(
             return if e.use_stderr() { 64 } else { exit::OK };
         }
     };
+    if !matches!(cli.command, Command::Run(_)) {
+        // A reader that closes the pipe early (`| head -1`) ends a printing
+        // subcommand quietly (exit 141, as for any Unix tool).
+        crate::sys::default_sigpipe();
+    }
     let opts = |sets: Vec<String>| LoadOptions {
         config_path: cli.config.clone(),
         sets,
