@@ -529,6 +529,40 @@ fn pool_commands_create_list_and_destroy_by_name_and_id() {
         (code, out.trim()),
         (Some(0), "pool disk0 (id 1, module bdev)")
     );
+    // The same parameters written otherwise are the same pool too.
+    let (code, out, _) = run(&[
+        "pool",
+        "create",
+        "disk0",
+        "bdev",
+        "--params",
+        r#"{ "size": "1M", "kind": "ram" }"#,
+    ]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "pool disk0 (id 1, module bdev)")
+    );
+    // Other parameters, or another module, under its name: refused, both shown.
+    let (code, _, err) = run(&[
+        "pool",
+        "create",
+        "disk0",
+        "bdev",
+        "--params",
+        r#"{"kind":"ram","size":"2M"}"#,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(r#"exists with module bdev and params {"kind":"ram","size":"1M"}, not module bdev and params {"kind":"ram","size":"2M"}"#),
+        "{err}"
+    );
+    let (code, _, err) = run(&["pool", "create", "disk0", "admin"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not module admin"), "{err}");
+    // One name rule for the command line, the client API and compose.
+    let (code, _, err) = run(&["pool", "create", "bad name!", "bdev", "--params", params]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("in pool name"), "{err}");
     let (code, out, _) = run(&["pool", "create", "disk1", "bdev", "--params", params]);
     assert_eq!(
         (code, out.trim()),

@@ -123,7 +123,7 @@ enum PoolCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a pool, or find the one of that name and module (get-or-create).
+    /// Create a pool, or find the one of that name, module and params (get-or-create).
     Create {
         name: String,
         module: String,

@@ -25,27 +25,7 @@ impl PoolSpec {
     }
 }
 
-/// What may name a pool: what `chimaera` prints and logs without quoting.
-pub fn check_pool_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err(format!(
-            "a pool name has 1 to 64 characters, got {}",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "{c:?} in pool name {name:?}: use letters, digits, '_', '-' and '.'"
-        ));
-    }
-    if name == chimaera_proto::admin::POOL_NAME {
-        return Err("\"admin\" is the runtime's own pool".into());
-    }
-    Ok(())
-}
+pub use chimaera_proto::admin::check_pool_name;
 
 /// A YAML value as JSON: mappings and lists as such, plain scalars as the
 /// number, boolean or null they spell, everything else as a string.

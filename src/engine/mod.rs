@@ -108,6 +108,7 @@ impl Engine {
             Some(admin::POOL_ID),
             admin::POOL_NAME,
             admin::POOL_NAME,
+            "",
             |info| admin_module.create_container(info, &[]),
         )?;
 
@@ -198,7 +199,7 @@ impl Engine {
             let info = self
                 .core
                 .pools
-                .insert(None, &spec.name, &spec.module, |info| {
+                .insert(None, &spec.name, &spec.module, &spec.params, |info| {
                     module.create_container(info, spec.params.as_bytes())
                 })
                 .map_err(|e| format!("{at}: pool {:?} ({}): {e}", spec.name, spec.module))?;

@@ -11,6 +11,9 @@ use chimaera_module::{Container, Module, PoolInfo};
 pub(crate) struct Pool {
     pub info: PoolInfo,
     pub container: Arc<dyn Container>,
+    /// The parameters it was created with, to tell a repeated create (the
+    /// same pool) from a conflicting one.
+    pub params: String,
 }
 
 /// Pools by id. Workers keep a snapshot and refresh it when the generation
@@ -42,12 +45,22 @@ impl PoolTable {
         self.list().into_iter().find(|p| p.name == name)
     }
 
+    /// The pool named `name` and the parameters it was created with.
+    pub fn find_with_params(&self, name: &str) -> Option<(PoolInfo, String)> {
+        self.snapshot()
+            .into_iter()
+            .flatten()
+            .find(|p| p.info.name == name)
+            .map(|p| (p.info.clone(), p.params.clone()))
+    }
+
     /// Adds a pool with the next free id (or `id` when given).
     pub fn insert(
         &self,
         id: Option<u32>,
         name: &str,
         module: &str,
+        params: &str,
         make: impl FnOnce(&PoolInfo) -> Result<Arc<dyn Container>, String>,
     ) -> Result<PoolInfo, String> {
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
@@ -72,6 +85,7 @@ impl PoolTable {
         pools[id as usize] = Some(Arc::new(Pool {
             info: info.clone(),
             container,
+            params: params.to_string(),
         }));
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(info)

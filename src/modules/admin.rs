@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::runtime::RuntimeCore;
 
+use chimaera_proto::admin::{check_pool_name, same_params};
+
 pub use chimaera_proto::admin::{
     CreatePool, POOL_ID, POOL_NAME, PoolRef, Stats, WorkerStats, method,
 };
@@ -142,13 +144,29 @@ impl Container for Admin {
 }
 
 pub(crate) fn create_pool(core: &RuntimeCore, req: &CreatePool) -> Result<PoolInfo, TaskError> {
-    if let Some(existing) = core.pools.find(&req.name) {
-        return if existing.module == req.module {
+    check_pool_name(&req.name).map_err(TaskError::BadInput)?;
+    if let Some((existing, params)) = core.pools.find_with_params(&req.name) {
+        // The same pool asked for again: it is this one (get-or-create).
+        // Another module or other parameters under its name: refused, with
+        // both, rather than an answer that ignores what was asked.
+        return if existing.module == req.module && same_params(&params, &req.params) {
             Ok(existing)
         } else {
+            let shown = |p: &str| {
+                if p.trim().is_empty() {
+                    "{}".to_string()
+                } else {
+                    p.to_string()
+                }
+            };
             Err(TaskError::Failed(format!(
-                "pool {:?} exists with module {:?}, not {:?}",
-                req.name, existing.module, req.module
+                "pool {:?} exists with module {} and params {}, not module {} and params {}: destroy it first (chimaera pool destroy {}) or choose another name",
+                req.name,
+                existing.module,
+                shown(&params),
+                req.module,
+                shown(&req.params),
+                req.name
             )))
         };
     }
@@ -160,7 +178,7 @@ pub(crate) fn create_pool(core: &RuntimeCore, req: &CreatePool) -> Result<PoolIn
         ))
     })?;
     core.pools
-        .insert(None, &req.name, &req.module, |info| {
+        .insert(None, &req.name, &req.module, &req.params, |info| {
             module.create_container(info, req.params.as_bytes())
         })
         .map_err(TaskError::Failed)

@@ -16,6 +16,30 @@ pub struct PoolInfo {
 pub const POOL_ID: u32 = 0;
 pub const POOL_NAME: &str = "admin";
 
+/// What may name a pool: what `chimaera` prints and logs without quoting.
+/// One rule for `compose:`, `chimaera pool create` and the client API; the
+/// runtime checks it again.
+pub fn check_pool_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!(
+            "a pool name has 1 to 64 characters, got {}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "{c:?} in pool name {name:?}: use letters, digits, '_', '-' and '.'"
+        ));
+    }
+    if name == POOL_NAME {
+        return Err("\"admin\" is the runtime's own pool".into());
+    }
+    Ok(())
+}
+
 /// Method numbers of the admin pool.
 pub mod method {
     /// Does nothing: the round trip is the runtime's latency.
@@ -27,7 +51,8 @@ pub mod method {
     /// Completes once every lane is empty and no other task runs.
     pub const FLUSH: u32 = 3;
     /// Input: [`super::CreatePool`] JSON. Output: the pool's [`PoolInfo`].
-    /// Get-or-create: an existing pool of that name and module is returned.
+    /// Get-or-create: an existing pool of that name, module and params is
+    /// returned; another module or other params under its name are refused.
     pub const CREATE_POOL: u32 = 4;
     /// Input: [`super::PoolRef`] JSON.
     pub const DESTROY_POOL: u32 = 5;
@@ -42,6 +67,22 @@ pub mod method {
     /// Input: u32 LE n. Submits n PING subtasks to its own lane and waits for
     /// each; output: u32 LE count completed.
     pub const FAN_OUT: u32 = 10;
+}
+
+/// Whether two pools' parameters say the same: equal JSON values (so key
+/// order and spacing do not matter), else equal text; empty is `{}`.
+pub fn same_params(a: &str, b: &str) -> bool {
+    fn norm(p: &str) -> &str {
+        if p.trim().is_empty() { "{}" } else { p }
+    }
+    let (a, b) = (norm(a), norm(b));
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.trim() == b.trim(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
