@@ -52,3 +52,48 @@ fn printing_subcommands_end_quietly_on_a_closed_pipe() {
     }
     assert_eq!(node.output(&["stop"]).status.code(), Some(0));
 }
+
+/// The completion scripts the .deb installs are what this binary writes
+/// (regenerate with `chimaera completions SHELL > packaging/completions/...`).
+#[test]
+fn packaged_completions_are_current() {
+    for (shell, file) in [
+        ("bash", "chimaera.bash"),
+        ("zsh", "_chimaera"),
+        ("fish", "chimaera.fish"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("packaging/completions")
+            .join(file);
+        let kept = std::fs::read(&path).unwrap();
+        assert!(
+            out.stdout == kept,
+            "{} is stale: run `chimaera completions {shell} > {}`",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
+/// `--version` names the release, the commit and the shared-memory layout.
+#[test]
+fn version_names_commit_and_layout() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with(&format!("chimaera {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(
+        v.contains(&format!(
+            "shared-memory layout {})",
+            chimaera::proto::header::LAYOUT_VERSION
+        )),
+        "{v}"
+    );
+}

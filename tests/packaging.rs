@@ -393,6 +393,9 @@ fn deb_has_binaries_unit_conffile_man_pages_and_hostfile() {
         "./usr/share/man/man8/chimaera-runtime.8.gz",
         "./usr/share/man/man1/chimaera.1.gz",
         "./usr/share/man/man5/chimaera_config.yaml.5.gz",
+        "./usr/share/bash-completion/completions/chimaera",
+        "./usr/share/zsh/vendor-completions/_chimaera",
+        "./usr/share/fish/vendor_completions.d/chimaera.fish",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(path)),

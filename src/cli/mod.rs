@@ -20,10 +20,22 @@ use crate::shm::{self, Liveness};
 use chimaera_client::discovery;
 use chimaera_client::{Client, Locator};
 
+/// `--version`: the release, the commit it was built from and the
+/// shared-memory layout version (a client and a runtime must share it).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHIMAERA_GIT_COMMIT"),
+    ", shared-memory layout ",
+    // Kept equal to chimaera_proto::header::LAYOUT_VERSION by a test.
+    "3",
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "chimaera",
-    version,
+    version = LONG_VERSION,
     about = "Chimaera distributed task-execution runtime"
 )]
 pub struct Cli {
@@ -56,6 +68,12 @@ enum Command {
     /// Create, destroy or list the runtime's pools.
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// Print the shell completion script for bash, zsh or fish (the .deb
+    /// installs them).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
     /// Send admin no-op tasks to the runtime (or through it to other nodes)
     /// and print their round trips.
     Ping {
@@ -156,6 +174,14 @@ enum ConfigCommand {
     Keys,
 }
 
+/// The shells `chimaera completions` writes a script for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 /// Entry point of all three binaries.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> u8 {
     main_with_registry(args, crate::modules::builtin_registry())
@@ -196,6 +222,23 @@ pub fn main_with_registry(
             config_check(&o)
         }
         Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let out = &mut std::io::stdout();
+            match shell {
+                Shell::Bash => {
+                    clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "chimaera", out)
+                }
+                Shell::Zsh => {
+                    clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "chimaera", out)
+                }
+                Shell::Fish => {
+                    clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "chimaera", out)
+                }
+            }
+            exit::OK
+        }
         Command::Bench(BenchCommand::Local { json }) => {
             report_bench(crate::bench::local(), json, |r| {
                 format!(
