@@ -97,3 +97,47 @@ fn version_names_commit_and_layout() {
         "{v}"
     );
 }
+
+/// `ping` as ping(8): a line per reply as it comes, a summary at the end and
+/// on SIGINT, `--quiet` for the summary alone, `-n 0` refused.
+#[test]
+fn ping_streams_and_summarizes_even_when_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let mut node = Node::new("pingstream");
+    let d = node.spawn(&[]);
+    node.wait_running(d);
+
+    let out = node.output(&["ping", "-n", "0"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+
+    let out = node.output(&["ping", "-n", "5", "--quiet"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("5 pings: min "), "{text}");
+    assert!(text.contains("5 answered, 0 lost (0%)"), "{text}");
+
+    let mut child = node
+        .chimaera(&["ping", "-n", "100000000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Replies stream before the series ends.
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("admin ping: "), "{first}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    let summary = rest.last().unwrap();
+    assert!(summary.contains(" pings: min "), "{summary}");
+    assert!(summary.contains(" lost (0%)"), "{summary}");
+
+    let out = node.output(&["ping", "-n", "3", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"], 3, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert!(v["p99_ns"].as_u64().unwrap() >= v["p50_ns"].as_u64().unwrap());
+    assert_eq!(node.output(&["stop"]).status.code(), Some(0));
+}

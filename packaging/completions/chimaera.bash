@@ -810,7 +810,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__ping)
-            opts="-n -c -h --count --node --all --broadcast --json --config --help"
+            opts="-n -q -c -h --count --node --all --broadcast --json --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

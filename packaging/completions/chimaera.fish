@@ -102,12 +102,13 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand completions" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s n -l count -d 'How many pings (per node)' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s n -l count -d 'How many pings (per node), at least 1' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l node -d 'Ping node N of the hostfile, through the local runtime' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l all -d 'Ping every node of the hostfile, one after another'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l broadcast -d 'One broadcast ping to every node at once, answered by all of them'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l json -d 'Print one JSON object'
+complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s q -l quiet -d 'Print only the summary'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "run" -d 'Run the runtime daemon in the foreground'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "stop" -d 'Stop the running runtime and wait until it is gone'

@@ -77,8 +77,8 @@ enum Command {
     /// Send admin no-op tasks to the runtime (or through it to other nodes)
     /// and print their round trips.
     Ping {
-        /// How many pings (per node).
-        #[arg(long, short = 'n', default_value_t = 1)]
+        /// How many pings (per node), at least 1.
+        #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
         /// Ping node N of the hostfile, through the local runtime.
         #[arg(long, value_name = "N", conflicts_with = "all")]
@@ -92,6 +92,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Print only the summary.
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
 }
 
@@ -290,6 +293,7 @@ pub fn main_with_registry(
             all,
             broadcast,
             json,
+            quiet,
         } => {
             let target = match (node, all, broadcast) {
                 (Some(n), _, _) => PingTarget::Node(n),
@@ -297,7 +301,7 @@ pub fn main_with_registry(
                 (None, false, true) => PingTarget::Broadcast,
                 (None, false, false) => PingTarget::Local,
             };
-            ping(&opts(Vec::new()), count.max(1), target, json)
+            ping(&opts(Vec::new()), count, target, json, quiet)
         }
         Command::Config(ConfigCommand::Keys) => {
             let defaults = config::Config::default();

@@ -153,42 +153,81 @@ pub(super) fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
     )
 }
 
-pub(super) fn ping(opts: &LoadOptions, count: u32, target: PingTarget, json: bool) -> u8 {
+/// Pings this node's runtime as ping(8) does: a line per reply as it
+/// comes (unless `quiet`), then a summary (sent, lost, min, median, p99,
+/// max), also when interrupted (SIGINT ends the series early). Exit 0 when
+/// every ping was answered.
+fn ping_local(client: &Client, count: u32, json: bool, quiet: bool) -> u8 {
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone());
+    let mut rtts = Vec::with_capacity(count as usize);
+    let mut errors = Vec::new();
+    let mut sent = 0u32;
+    while sent < count && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        sent += 1;
+        match client.ping() {
+            Ok(d) => {
+                let ns = d.as_nanos() as u64;
+                rtts.push(ns);
+                if !json && !quiet {
+                    println!("admin ping: {:.1} us", ns as f64 / 1e3);
+                }
+            }
+            Err(e) => {
+                if !json && !quiet {
+                    println!("admin ping: {e}");
+                }
+                errors.push(e.to_string());
+            }
+        }
+    }
+    let lost = errors.len() as u32;
+    let mut sorted = rtts.clone();
+    sorted.sort_unstable();
+    let at = |p: f64| {
+        (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize])
+    };
+    let (min, p50, p99, max) = (at(0.0), at(0.5), at(0.99), at(1.0));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"count": sent, "answered": rtts.len(), "lost": lost,
+                "interrupted": sent < count, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50,
+                "p99_ns": p99, "max_ns": max, "errors": errors})
+        );
+    } else {
+        let us =
+            |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.1} us", v as f64 / 1e3));
+        println!(
+            "{sent} pings: min {}, median {}, p99 {}, max {}; {} answered, {lost} lost ({:.0}%)",
+            us(min),
+            us(p50),
+            us(p99),
+            us(max),
+            rtts.len(),
+            f64::from(lost) * 100.0 / f64::from(sent.max(1)),
+        );
+    }
+    if lost == 0 && !rtts.is_empty() {
+        exit::OK
+    } else {
+        exit::UNAVAILABLE
+    }
+}
+
+pub(super) fn ping(
+    opts: &LoadOptions,
+    count: u32,
+    target: PingTarget,
+    json: bool,
+    quiet: bool,
+) -> u8 {
     let client = match connect_running(opts) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let nodes: Vec<u32> = match target {
-        PingTarget::Local => {
-            return match ping_series(&client, None, count) {
-                Ok(rtts) => {
-                    let (min, p50, max) = rtt_summary(&rtts);
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"count": count, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max})
-                        );
-                    } else {
-                        for r in &rtts {
-                            println!("admin ping: {:.1} us", *r as f64 / 1e3);
-                        }
-                        if count > 1 {
-                            println!(
-                                "{count} pings: min {:.1} us, median {:.1} us, max {:.1} us",
-                                min as f64 / 1e3,
-                                p50 as f64 / 1e3,
-                                max as f64 / 1e3
-                            );
-                        }
-                    }
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("chimaera: ping failed: {e}");
-                    exit::UNAVAILABLE
-                }
-            };
-        }
+        PingTarget::Local => return ping_local(&client, count, json, quiet),
         PingTarget::Broadcast => return ping_broadcast(&client, count, json),
         PingTarget::Node(n) => vec![n],
         PingTarget::All => match client.stats() {
