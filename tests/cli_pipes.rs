@@ -141,3 +141,75 @@ fn ping_streams_and_summarizes_even_when_interrupted() {
     assert!(v["p99_ns"].as_u64().unwrap() >= v["p50_ns"].as_u64().unwrap());
     assert_eq!(node.output(&["stop"]).status.code(), Some(0));
 }
+
+/// A bench leaves nothing behind however it ends: SIGINT or SIGTERM stop
+/// its daemon and remove its directory; after a SIGKILL its daemon dies
+/// with it (and removes its segments), and the next bench removes the
+/// directory. `--config`, which a bench does not use, is refused.
+#[test]
+fn an_interrupted_or_killed_bench_leaves_nothing_behind() {
+    let node = Node::new("benchstop");
+    let out = node.output(&["--config", "/nope.yaml", "bench", "local"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+
+    let shm_of = |pid: u32| -> Vec<String> {
+        std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("chibench_{pid}_")))
+            .collect()
+    };
+    let dir_of = |pid: u32| std::env::temp_dir().join(format!("chimaera-bench-{pid}-local"));
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    for (sig, clean_now) in [
+        (libc::SIGINT, true),
+        (libc::SIGTERM, true),
+        (libc::SIGKILL, false),
+    ] {
+        let mut bench = node
+            .chimaera(&["bench", "local"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = bench.id();
+        wait_for("the bench's daemon never came up", &|| {
+            !shm_of(pid).is_empty()
+        });
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, sig) };
+        let _ = bench.wait();
+        wait_for("the bench's segments stay", &|| shm_of(pid).is_empty());
+        if clean_now {
+            assert!(
+                !dir_of(pid).exists(),
+                "signal {sig}: {}",
+                dir_of(pid).display()
+            );
+        } else {
+            // The next bench removes what the killed one could not.
+            let mut next = node
+                .chimaera(&["bench", "local"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            wait_for("a killed bench's directory stays", &|| {
+                !dir_of(pid).exists()
+            });
+            // SAFETY: as above.
+            unsafe { libc::kill(next.id() as i32, libc::SIGINT) };
+            let _ = next.wait();
+            wait_for("the next bench's segments stay", &|| {
+                shm_of(next.id()).is_empty()
+            });
+        }
+    }
+}

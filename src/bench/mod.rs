@@ -127,6 +127,51 @@ fn floor_rtts(ids: &[core_affinity::CoreId], samples: usize) -> Result<Vec<u64>,
     Ok(out)
 }
 
+/// The bench's daemons that run now (pid, directory), for the signal
+/// handler: a bench interrupted (SIGINT, SIGTERM) stops them and removes
+/// their directories before it goes.
+static RUNNING: std::sync::Mutex<Vec<(u32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Prepares a bench run: removes what benches that died left (their
+/// daemons died with them, see [`BenchDaemon::start_with`]: only their
+/// directories remain), and makes SIGINT and SIGTERM stop this bench's
+/// daemons and remove their directories.
+pub fn prepare() {
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("chimaera-bench-") else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| p != std::process::id() && !crate::sys::pid_alive(p)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|p| p.into_inner()));
+            for (pid, _) in &running {
+                let _ = crate::sys::send_signal(*pid, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for (pid, dir) in &running {
+                while crate::sys::pid_alive(*pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            eprintln!("chimaera: bench interrupted; its daemons are stopped");
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
 /// A daemon of our own, stopped and cleaned up on drop.
 pub(crate) struct BenchDaemon {
     child: Child,
@@ -178,14 +223,32 @@ impl BenchDaemon {
                 cmd.env_remove(k);
             }
         }
-        let child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&config)
             .arg("run")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        // The daemon dies with the bench, however the bench ends (SIGKILL
+        // included): the kernel sends it SIGTERM, and it cleans up.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours;
+        // the bench starts its daemons from its main thread, which lives
+        // as long as the bench (PDEATHSIG follows the forking thread).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the bench daemon: {e}"))?;
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((child.id(), dir.clone()));
         Ok(BenchDaemon { child, dir, config })
     }
 
@@ -225,6 +288,11 @@ impl Drop for BenchDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        let pid = self.child.id();
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(p, _)| *p != pid);
     }
 }
 

@@ -203,6 +203,15 @@ pub fn main_with_registry(
             return if e.use_stderr() { 64 } else { exit::OK };
         }
     };
+    if matches!(cli.command, Command::Bench(_)) {
+        if cli.config.is_some() {
+            eprintln!(
+                "chimaera: bench runs daemons of its own, on a configuration of its own: --config is not used"
+            );
+            return 64;
+        }
+        crate::bench::prepare();
+    }
     if !matches!(cli.command, Command::Run(_)) {
         // A reader that closes the pipe early (`| head -1`) ends a printing
         // subcommand quietly (exit 141, as for any Unix tool).
