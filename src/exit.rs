@@ -12,6 +12,9 @@ pub const STATUS_UNKNOWN: u8 = 4;
 /// EX_UNAVAILABLE: a needed resource is missing or taken (already running,
 /// port in use, shared memory unusable).
 pub const UNAVAILABLE: u8 = 69;
+/// EX_TEMPFAIL: the runtime holds its segments but answered nothing in the
+/// time given (`status`, `ping`: stopped with SIGSTOP, or stuck); retry.
+pub const NOT_RESPONDING: u8 = 75;
 /// EX_SOFTWARE: an internal error.
 pub const SOFTWARE: u8 = 70;
 /// EX_NOPERM: not allowed to signal the runtime.

@@ -213,3 +213,49 @@ fn an_interrupted_or_killed_bench_leaves_nothing_behind() {
         }
     }
 }
+
+/// A frozen daemon (SIGSTOP): `status` says "not responding" (exit 75) and
+/// `ping` counts its pings lost, each within its `--timeout`; `stop
+/// --timeout 3` gives up within about 3 s, saying so; once the daemon runs
+/// again, the stop it was asked for ends it cleanly.
+#[test]
+fn client_commands_answer_in_time_when_the_daemon_is_frozen() {
+    use std::time::{Duration, Instant};
+    let mut node = Node::new("frozen");
+    let d = node.spawn(&[]);
+    node.wait_running(d);
+    let pid = node.pid(d) as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+
+    let t = Instant::now();
+    let out = node.output(&["status", "--timeout", "1"]);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not responding"),
+        "{out:?}"
+    );
+
+    let t = Instant::now();
+    let out = node.output(&["ping", "-n", "2", "--timeout", "1"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 lost"),
+        "{out:?}"
+    );
+
+    let t = Instant::now();
+    let out = node.output(&["stop", "--timeout", "3"]);
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still running"),
+        "{out:?}"
+    );
+
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(node.wait_exit(d, Duration::from_secs(15)).success());
+}

@@ -810,7 +810,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__ping)
-            opts="-n -q -c -h --count --node --all --broadcast --json --quiet --config --help"
+            opts="-n -q -c -h --count --node --all --broadcast --json --quiet --timeout --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -825,6 +825,10 @@ _chimaera() {
                     return 0
                     ;;
                 --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1032,12 +1036,16 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__status)
-            opts="-c -h --json --config --help"
+            opts="-c -h --json --timeout --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

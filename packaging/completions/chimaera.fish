@@ -42,6 +42,7 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand run" -s h -l help -d '
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -l timeout -d 'Seconds to wait for the runtime to finish' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c chimaera -n "__fish_chimaera_using_subcommand status" -l timeout -d 'Seconds to wait for the runtime\'s answer; exit 75 ("not responding") past them' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand status" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand status" -l json -d 'Print one JSON object'
 complete -c chimaera -n "__fish_chimaera_using_subcommand status" -s h -l help -d 'Print help'
@@ -104,6 +105,7 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand completions" -s c -l c
 complete -c chimaera -n "__fish_chimaera_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s n -l count -d 'How many pings (per node), at least 1' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l node -d 'Ping node N of the hostfile, through the local runtime' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l timeout -d 'Seconds each ping may take before it counts as lost' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l all -d 'Ping every node of the hostfile, one after another'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l broadcast -d 'One broadcast ping to every node at once, answered by all of them'

@@ -58,6 +58,10 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Seconds to wait for the runtime's answer; exit 75 ("not
+        /// responding") past them.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
     },
     /// Check, show or list the configuration.
     #[command(subcommand)]
@@ -95,6 +99,9 @@ enum Command {
         /// Print only the summary.
         #[arg(long, short = 'q')]
         quiet: bool,
+        /// Seconds each ping may take before it counts as lost.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
     },
 }
 
@@ -225,7 +232,9 @@ pub fn main_with_registry(
     match cli.command {
         Command::Run(args) => service::run(opts(args.sets), registry),
         Command::Stop(args) => stop(&opts(Vec::new()), Duration::from_secs(args.timeout)),
-        Command::Status { json } => status(&opts(Vec::new()), json),
+        Command::Status { json, timeout } => {
+            status(&opts(Vec::new()), json, Duration::from_secs(timeout))
+        }
         Command::Config(ConfigCommand::Check { file, sets }) => {
             let mut o = opts(sets);
             if file.is_some() {
@@ -303,6 +312,7 @@ pub fn main_with_registry(
             broadcast,
             json,
             quiet,
+            timeout,
         } => {
             let target = match (node, all, broadcast) {
                 (Some(n), _, _) => PingTarget::Node(n),
@@ -310,7 +320,8 @@ pub fn main_with_registry(
                 (None, false, true) => PingTarget::Broadcast,
                 (None, false, false) => PingTarget::Local,
             };
-            ping(&opts(Vec::new()), count, target, json, quiet)
+            let limit = Duration::from_secs(timeout);
+            ping(&opts(Vec::new()), count, target, json, quiet, limit)
         }
         Command::Config(ConfigCommand::Keys) => {
             let defaults = config::Config::default();

@@ -116,7 +116,7 @@ pub(super) fn locate(opts: &LoadOptions, lookup_failed: u8) -> Result<(Locator, 
     Ok((loc, found))
 }
 
-pub(super) fn status(opts: &LoadOptions, json: bool) -> u8 {
+pub(super) fn status(opts: &LoadOptions, json: bool, limit: Duration) -> u8 {
     let (loaded, found) = match locate(opts, exit::STATUS_UNKNOWN) {
         Ok(f) => f,
         Err(code) => return code,
@@ -140,13 +140,28 @@ pub(super) fn status(opts: &LoadOptions, json: bool) -> u8 {
     let uptime_s = chimaera_proto::unix_ms().saturating_sub(disc.started_unix_ms) / 1000;
     // The peers come from the runtime itself (an admin stats task); a
     // status that may not attach still reports the rest.
-    let cluster = Client::connect_discovery(path.clone(), disc.clone())
-        .and_then(|c| c.stats())
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            s.cluster
-                .ok_or_else(|| "the runtime runs without its network layer".into())
-        });
+    let stats =
+        Client::connect_discovery(path.clone(), disc.clone()).and_then(|c| c.stats_timeout(limit));
+    if let Err(chimaera_client::ClientError::TimedOut) = stats {
+        let msg = format!(
+            "chimaera is not responding: pid {} holds its segments but answered no task within {} s (stopped with SIGSTOP, or stuck: see its log)",
+            disc.pid,
+            limit.as_secs()
+        );
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"running": true, "responding": false, "pid": disc.pid, "error": msg})
+            );
+        } else {
+            println!("{msg}");
+        }
+        return exit::NOT_RESPONDING;
+    }
+    let cluster = stats.map_err(|e| e.to_string()).and_then(|s| {
+        s.cluster
+            .ok_or_else(|| "the runtime runs without its network layer".into())
+    });
     if json {
         let (peers, cluster_json) = match &cluster {
             Ok(c) => (serde_json::json!(c.peers), serde_json::json!(c)),
@@ -230,7 +245,11 @@ pub(super) fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
     };
     // The admin pool's stop is the runtime's own graceful path and works for
     // any user allowed to submit tasks; a signal is the fallback.
-    let via_admin = Client::connect_discovery(path, disc.clone()).and_then(|c| c.stop_runtime());
+    // The whole stop, the request included, within `timeout`: a frozen
+    // runtime does not take the admin request, and gets the signal.
+    let deadline = Instant::now() + timeout;
+    let via_admin = Client::connect_discovery(path, disc.clone())
+        .and_then(|c| c.stop_runtime_timeout(timeout.min(Duration::from_secs(5))));
     if let Err(admin_err) = via_admin
         && let Err(e) = crate::sys::send_signal(disc.pid, libc::SIGTERM)
     {
@@ -248,7 +267,6 @@ pub(super) fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
         );
         return exit::UNAVAILABLE;
     }
-    let deadline = Instant::now() + timeout;
     loop {
         let gone = match &main {
             Some(file) => shm::released(file),

@@ -157,7 +157,7 @@ pub(super) fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
 /// comes (unless `quiet`), then a summary (sent, lost, min, median, p99,
 /// max), also when interrupted (SIGINT ends the series early). Exit 0 when
 /// every ping was answered.
-fn ping_local(client: &Client, count: u32, json: bool, quiet: bool) -> u8 {
+fn ping_local(client: &Client, count: u32, json: bool, quiet: bool, limit: Duration) -> u8 {
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone());
     let mut rtts = Vec::with_capacity(count as usize);
@@ -165,7 +165,7 @@ fn ping_local(client: &Client, count: u32, json: bool, quiet: bool) -> u8 {
     let mut sent = 0u32;
     while sent < count && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
         sent += 1;
-        match client.ping() {
+        match client.ping_timeout(limit) {
             Ok(d) => {
                 let ns = d.as_nanos() as u64;
                 rtts.push(ns);
@@ -221,13 +221,14 @@ pub(super) fn ping(
     target: PingTarget,
     json: bool,
     quiet: bool,
+    limit: Duration,
 ) -> u8 {
     let client = match connect_running(opts) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let nodes: Vec<u32> = match target {
-        PingTarget::Local => return ping_local(&client, count, json, quiet),
+        PingTarget::Local => return ping_local(&client, count, json, quiet, limit),
         PingTarget::Broadcast => return ping_broadcast(&client, count, json),
         PingTarget::Node(n) => vec![n],
         PingTarget::All => match client.stats() {

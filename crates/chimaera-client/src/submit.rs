@@ -171,6 +171,36 @@ impl Client {
         self.call(&Task::new(admin::POOL_ID, method, input))
     }
 
+    /// Submits and waits at most `limit`: the result bytes, the task's
+    /// error, or [`ClientError::TimedOut`] (the task is given up; the
+    /// runtime still runs it). For callers that must answer in time even
+    /// when the runtime does not (a frozen daemon).
+    pub fn call_timeout(&self, task: &Task<'_>, limit: Duration) -> Result<Vec<u8>, ClientError> {
+        self.submit(task)?.wait_timeout(limit)
+    }
+
+    /// [`Client::ping`], waiting at most `limit`.
+    pub fn ping_timeout(&self, limit: Duration) -> Result<Duration, ClientError> {
+        let t = Instant::now();
+        self.call_timeout(&Task::new(admin::POOL_ID, admin::method::PING, &[]), limit)?;
+        Ok(t.elapsed())
+    }
+
+    /// [`Client::stats`], waiting at most `limit`.
+    pub fn stats_timeout(&self, limit: Duration) -> Result<admin::Stats, ClientError> {
+        let out =
+            self.call_timeout(&Task::new(admin::POOL_ID, admin::method::STATS, &[]), limit)?;
+        serde_json::from_slice(&out)
+            .map_err(|e| ClientError::Other(format!("bad stats from the runtime: {e}")))
+    }
+
+    /// [`Client::stop_runtime`], waiting at most `limit` for the runtime to
+    /// take the request.
+    pub fn stop_runtime_timeout(&self, limit: Duration) -> Result<(), ClientError> {
+        self.call_timeout(&Task::new(admin::POOL_ID, admin::method::STOP, &[]), limit)
+            .map(|_| ())
+    }
+
     /// An admin no-op; returns its round trip.
     pub fn ping(&self) -> Result<Duration, ClientError> {
         let t = Instant::now();
