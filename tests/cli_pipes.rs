@@ -259,3 +259,31 @@ fn client_commands_answer_in_time_when_the_daemon_is_frozen() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     assert!(node.wait_exit(d, Duration::from_secs(15)).success());
 }
+
+/// A bench works wherever the daemon does: the `CHI_*` variables of a
+/// container or of a shell with `CHI_HOSTFILE` exported move neither its
+/// daemons nor its clients.
+#[test]
+fn bench_ignores_the_callers_chimaera_variables() {
+    let node = Node::new("benchenv");
+    let hostfile = node.dir.path().join("hosts");
+    std::fs::write(&hostfile, "127.0.0.1:7001\n127.0.0.1:7002\n").unwrap();
+    for bench in ["local", "remote"] {
+        let out = node
+            .chimaera(&["bench", bench, "--json"])
+            .env("CHI_RUN_DIR", "/nonexistent/run")
+            .env("CHI_HOSTFILE", &hostfile)
+            .env("CHI_ZMQ_PORT", "7003")
+            .env("CHI_SCHED_WORKERS", "3")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "bench {bench}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["rtt_p50_ns"].as_u64().unwrap() > 0, "{v}");
+    }
+}

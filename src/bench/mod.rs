@@ -172,6 +172,20 @@ pub fn prepare() {
     });
 }
 
+/// A client of the bench daemon whose configuration is `config`: located by
+/// that file alone, as the daemon was started with it alone (no `CHI_*`
+/// variable of the caller's, as set in a container, moves either).
+pub(crate) fn connect_to(config: &std::path::Path) -> Result<Client, String> {
+    let opts = crate::config::LoadOptions {
+        config_path: Some(config.to_path_buf()),
+        sets: vec![],
+        system_config: None,
+    };
+    let none = chimaera_client::Env::default();
+    let loc = chimaera_client::Locator::load(&opts, &none)?;
+    Client::connect_located(&loc, &none).map_err(|e| e.to_string())
+}
+
 /// A daemon of our own, stopped and cleaned up on drop.
 pub(crate) struct BenchDaemon {
     child: Child,
@@ -255,12 +269,7 @@ impl BenchDaemon {
     pub(crate) fn connect(&mut self) -> Result<Client, String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let opts = crate::config::LoadOptions {
-                config_path: Some(self.config.clone()),
-                sets: vec![],
-                system_config: None,
-            };
-            match Client::connect_with(&opts) {
+            match connect_to(&self.config) {
                 Ok(c) => return Ok(c),
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!("bench daemon did not come up: {e}"));
@@ -369,13 +378,9 @@ pub fn local() -> Result<LocalReport, String> {
     let clients = 2u32;
     let handles: Vec<_> = (0..clients)
         .map(|_| {
-            let opts = crate::config::LoadOptions {
-                config_path: Some(daemon.config.clone()),
-                sets: vec![],
-                system_config: None,
-            };
+            let config = daemon.config.clone();
             std::thread::spawn(move || -> Result<f64, String> {
-                let c = Client::connect_with(&opts).map_err(|e| e.to_string())?;
+                let c = connect_to(&config)?;
                 pipelined(&c, &PING, window, Duration::from_secs(2))
             })
         })
