@@ -105,9 +105,8 @@ pub fn exercise(data: &[u8]) {
                     in_record || inside(p, len, client_base, DATA),
                     "an input span outside the client data segment"
                 );
-                let mut copy = vec![0u8; len];
                 // SAFETY: the span was checked to lie in mapped memory.
-                unsafe { std::ptr::copy_nonoverlapping(p, copy.as_mut_ptr(), len) };
+                let _ = unsafe { crate::shared::copy_out(p, len) };
             }
             let _ = carena.free_owned(rec.in_offset.load(Ordering::Relaxed), owner);
         }

@@ -21,6 +21,19 @@ impl<const N: usize> Default for Pad<N> {
     }
 }
 
+/// A copy of the `len` bytes at `p`, read raw: bytes another process may
+/// write at any moment are copied, never borrowed.
+///
+/// # Safety
+/// `p..p + len` must be mapped and readable (checked to lie in a segment or
+/// a record).
+pub unsafe fn copy_out(p: *const u8, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    // SAFETY: per the contract; `v` is ours and `len` bytes long.
+    unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
+    v
+}
+
 /// Reads a `T` at `p` without forming a reference to it: a copy of bytes
 /// another process may write at any moment (torn values are checked by the
 /// caller, as any input is).

@@ -48,6 +48,8 @@ mod worker;
 pub use reaper::run_reaper;
 pub use worker::Worker;
 
+use chimaera_proto::shared::copy_out;
+
 use super::meter::{Meter, Slots, TaskMetrics, WorkerMeter};
 use super::pools::{Pool, PoolTable, Registry};
 use super::remote::{Decision, Note, Remote};
@@ -228,12 +230,9 @@ impl RuntimeCore {
     /// A copy of the input of record `idx` (checked as [`Self::input_span`]).
     pub fn input_copy(&self, idx: u32, rec: &TaskRecord) -> Result<Vec<u8>, String> {
         let (p, len) = self.input_span(idx, rec)?;
-        let mut v = vec![0u8; len];
         // SAFETY: input_span checked that p..p+len lies in a mapped segment
-        // (or the record); bytes another process may write are copied raw,
-        // never borrowed.
-        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
-        Ok(v)
+        // (or the record).
+        Ok(unsafe { copy_out(p, len) })
     }
 
     /// A copy of a done task's output, which the runtime wrote: checked all
@@ -254,11 +253,9 @@ impl RuntimeCore {
                 .ok_or_else(|| format!("an output of {len} bytes at offset {off} lies outside the runtime data segment"))?
                 .cast_const()
         };
-        let mut v = vec![0u8; len];
         // SAFETY: p..p+len lies in the record or the runtime data segment
-        // (checked above); copied raw, never borrowed.
-        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
-        Ok(v)
+        // (checked above).
+        Ok(unsafe { copy_out(p, len) })
     }
 
     /// Frees the payload blocks of record `idx`, whose last reference is

@@ -36,11 +36,9 @@ impl TaskHost for EngineTask<'_> {
     fn input(&self) -> &[u8] {
         self.input_copy.get_or_init(|| {
             let (p, len) = self.input;
-            let mut v = vec![0u8; len];
             // SAFETY: p..p+len was checked to lie in the record or a mapped
-            // data segment when the task started; the bytes are copied raw.
-            unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), len) };
-            v
+            // data segment when the task started.
+            unsafe { chimaera_proto::shared::copy_out(p, len) }
         })
     }
 
