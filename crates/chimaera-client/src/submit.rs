@@ -168,7 +168,33 @@ impl Client {
 
     /// Runs an admin task and returns its output.
     pub(crate) fn admin(&self, method: u32, input: &[u8]) -> Result<Vec<u8>, ClientError> {
-        self.call(&Task::new(admin::POOL_ID, method, input))
+        self.admin_within(method, input, None)
+    }
+
+    /// [`Client::admin`], waiting at most `limit` when one is given.
+    fn admin_within(
+        &self,
+        method: u32,
+        input: &[u8],
+        limit: Option<Duration>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let task = Task::new(admin::POOL_ID, method, input);
+        match limit {
+            None => self.call(&task),
+            Some(limit) => self.call_timeout(&task, limit),
+        }
+    }
+
+    fn ping_within(&self, limit: Option<Duration>) -> Result<Duration, ClientError> {
+        let t = Instant::now();
+        self.admin_within(admin::method::PING, &[], limit)?;
+        Ok(t.elapsed())
+    }
+
+    fn stats_within(&self, limit: Option<Duration>) -> Result<admin::Stats, ClientError> {
+        let out = self.admin_within(admin::method::STATS, &[], limit)?;
+        serde_json::from_slice(&out)
+            .map_err(|e| ClientError::Other(format!("bad stats from the runtime: {e}")))
     }
 
     /// Submits and waits at most `limit`: the result bytes, the task's
@@ -181,31 +207,24 @@ impl Client {
 
     /// [`Client::ping`], waiting at most `limit`.
     pub fn ping_timeout(&self, limit: Duration) -> Result<Duration, ClientError> {
-        let t = Instant::now();
-        self.call_timeout(&Task::new(admin::POOL_ID, admin::method::PING, &[]), limit)?;
-        Ok(t.elapsed())
+        self.ping_within(Some(limit))
     }
 
     /// [`Client::stats`], waiting at most `limit`.
     pub fn stats_timeout(&self, limit: Duration) -> Result<admin::Stats, ClientError> {
-        let out =
-            self.call_timeout(&Task::new(admin::POOL_ID, admin::method::STATS, &[]), limit)?;
-        serde_json::from_slice(&out)
-            .map_err(|e| ClientError::Other(format!("bad stats from the runtime: {e}")))
+        self.stats_within(Some(limit))
     }
 
     /// [`Client::stop_runtime`], waiting at most `limit` for the runtime to
     /// take the request.
     pub fn stop_runtime_timeout(&self, limit: Duration) -> Result<(), ClientError> {
-        self.call_timeout(&Task::new(admin::POOL_ID, admin::method::STOP, &[]), limit)
+        self.admin_within(admin::method::STOP, &[], Some(limit))
             .map(|_| ())
     }
 
     /// An admin no-op; returns its round trip.
     pub fn ping(&self) -> Result<Duration, ClientError> {
-        let t = Instant::now();
-        self.admin(admin::method::PING, &[])?;
-        Ok(t.elapsed())
+        self.ping_within(None)
     }
 
     /// An admin no-op on node `node`; returns its round trip from here.
@@ -224,9 +243,7 @@ impl Client {
     }
 
     pub fn stats(&self) -> Result<admin::Stats, ClientError> {
-        let out = self.admin(admin::method::STATS, &[])?;
-        serde_json::from_slice(&out)
-            .map_err(|e| ClientError::Other(format!("bad stats from the runtime: {e}")))
+        self.stats_within(None)
     }
 
     /// Asks the runtime to stop gracefully (as SIGTERM does).
