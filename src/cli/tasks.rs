@@ -184,9 +184,7 @@ fn ping_local(client: &Client, count: u32, json: bool, quiet: bool, limit: Durat
     let lost = errors.len() as u32;
     let mut sorted = rtts.clone();
     sorted.sort_unstable();
-    let at = |p: f64| {
-        (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize])
-    };
+    let at = |p: f64| (!sorted.is_empty()).then(|| crate::bench::percentile(&sorted, p));
     let (min, p50, p99, max) = (at(0.0), at(0.5), at(0.99), at(1.0));
     if json {
         println!(

@@ -120,27 +120,17 @@ impl<'a> Lane<'a> {
                         )
                         .is_ok()
                     {
-                        let _ = self.header.tail.compare_exchange(
-                            t,
-                            t + 1,
-                            Ordering::Release,
-                            Ordering::Relaxed,
-                        );
+                        self.move_tail_on(t);
                         return Ok(());
                     }
                 } else {
                     // Filled by a producer that has not moved the tail (yet, or ever).
-                    let _ = self.header.tail.compare_exchange(
-                        t,
-                        t + 1,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    );
+                    self.move_tail_on(t);
                 }
             } else if diff.unsigned_abs() as u64 > depth {
                 // No honest state puts a cell more than a lap from the tail:
                 // the tail was written over. The consumer puts it right
-                // ([`Lane::repair_tail`]); until then the lane is full.
+                // ([`Lane::repair`]); until then the lane is full.
                 return Err(Full);
             } else if diff < 0 {
                 // The cell still holds the task of the previous lap.
@@ -148,15 +138,21 @@ impl<'a> Lane<'a> {
             } else {
                 // diff > 0: the tail is behind (stale, or set back): help it
                 // on, as for a producer that has not moved it.
-                let _ = self.header.tail.compare_exchange(
-                    t,
-                    t + 1,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
+                self.move_tail_on(t);
             }
         }
         Err(Full)
+    }
+
+    /// Moves the tail from `t` to the next position, unless someone did:
+    /// after our own push, for a producer that filled its cell but has not
+    /// moved the tail, and for a tail that is behind.
+    #[inline]
+    fn move_tail_on(&self, t: u64) {
+        let _ = self
+            .header
+            .tail
+            .compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
     }
 
     /// Takes the next record, if any. Only the lane's worker calls this.
