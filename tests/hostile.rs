@@ -145,22 +145,32 @@ fn start(name: &str) -> Node {
     node
 }
 
-/// An honest client's ping answers (or fails) in time, and the daemon lives.
-fn honest_round(node: &mut Node, honest: &Client, what: &str) {
+fn assert_alive(node: &mut Node, what: &str) {
     assert!(
         node.children[0].try_wait().unwrap().is_none(),
         "the daemon died after {what}: {}",
         node.stderr_of(0)
     );
+}
+
+/// An honest client's call, which must answer or fail within task_timeout
+/// plus a second.
+fn honest_call(honest: &Client, what: &str) -> Result<Vec<u8>, ClientError> {
+    let t = Instant::now();
+    let r = honest.call(&Task::new(admin::POOL_ID, method::ECHO, b"honest"));
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(TIMEOUT_MS + 1000),
+        "an honest call took {took:?} after {what} ({r:?})"
+    );
+    r
+}
+
+/// An honest client's calls answer (or fail) in time, and the daemon lives.
+fn honest_round(node: &mut Node, honest: &Client, what: &str) {
+    assert_alive(node, what);
     for _ in 0..20 {
-        let t = Instant::now();
-        let r = honest.call(&Task::new(admin::POOL_ID, method::ECHO, b"honest"));
-        let took = t.elapsed();
-        assert!(
-            took < Duration::from_millis(TIMEOUT_MS + 1000),
-            "an honest call took {took:?} after {what} ({r:?})"
-        );
-        if let Ok(out) = r {
+        if let Ok(out) = honest_call(honest, what) {
             assert_eq!(out, b"honest", "after {what}");
         }
     }
@@ -336,20 +346,9 @@ fn a_scribbler_cannot_take_the_daemon_down() {
             Segments::scribble(&mut s.runtime, r, rng.next().to_le_bytes());
         }
         let what = format!("scribble round {round} (seed {seed:#x})");
-        assert!(
-            node.children[0].try_wait().unwrap().is_none(),
-            "the daemon died after {what}: {}",
-            node.stderr_of(0)
-        );
+        assert_alive(&mut node, &what);
         for c in &honest {
-            let t = Instant::now();
-            let r = c.call(&Task::new(admin::POOL_ID, method::ECHO, b"honest"));
-            let took = t.elapsed();
-            assert!(
-                took < Duration::from_millis(TIMEOUT_MS + 1000),
-                "an honest call took {took:?} after {what} ({r:?})"
-            );
-            match r {
+            match honest_call(c, &what) {
                 Ok(_) => answered += 1,
                 Err(_) => refused += 1,
             }
