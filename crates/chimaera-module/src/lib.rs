@@ -34,6 +34,9 @@
 
 use std::sync::Arc;
 
+pub mod abi;
+pub mod export;
+
 pub use chimaera_proto::admin::PoolInfo;
 pub use chimaera_proto::record::status;
 
@@ -139,6 +142,9 @@ pub trait TaskHost {
     ) -> Result<Subtask, TaskError>;
     /// Suspends the task until `sub` completes; its output or why it failed.
     fn wait(&self, sub: &Subtask) -> Result<Vec<u8>, TaskError>;
+    /// Writes `msg` to the runtime's log at `level` (one of
+    /// [`abi::level`]). A host without a log drops it.
+    fn log(&self, _level: u32, _msg: &str) {}
 }
 
 /// Who a task is: read once by the engine when it starts the task.
@@ -244,5 +250,11 @@ impl<'a> TaskContext<'a> {
     /// CLOCK_MONOTONIC ns after which the task's client gets a timeout.
     pub fn deadline_ns(&self) -> u64 {
         self.info.deadline_ns
+    }
+
+    /// Writes a line to the runtime's log at `level` (one of
+    /// [`abi::level`]), tagged with the task's pool and method.
+    pub fn log(&self, level: u32, msg: &str) {
+        self.host.log(level, msg)
     }
 }
