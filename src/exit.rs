@@ -9,6 +9,9 @@ pub const FAILURE: u8 = 1;
 pub const NOT_RUNNING: u8 = 3;
 /// `status`: the state cannot be told (e.g. permission denied), LSB code 4.
 pub const STATUS_UNKNOWN: u8 = 4;
+/// EX_USAGE: the command line is wrong (an unknown option, an input that
+/// cannot be read).
+pub const USAGE: u8 = 64;
 /// EX_UNAVAILABLE: a needed resource is missing or taken (already running,
 /// port in use, shared memory unusable).
 pub const UNAVAILABLE: u8 = 69;

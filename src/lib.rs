@@ -20,6 +20,7 @@ pub mod exit;
 pub mod metrics;
 pub mod modules;
 pub mod net;
+pub mod plugin;
 pub mod preflight;
 pub mod service;
 pub mod shm;

@@ -60,13 +60,36 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
     c.finish(env, node_id, cluster_key)
 }
 
-/// [`load`], then the /dev/shm rule: everything the daemon checks before it
-/// creates anything, and so everything `chimaera config check` checks.
-pub fn load_and_check(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
+/// A configuration that passed every check, and the plugin modules it
+/// loads.
+pub struct Checked {
+    pub loaded: Loaded,
+    pub plugins: Vec<crate::plugin::Plugin>,
+}
+
+/// [`load`], then the plugin libraries and the /dev/shm rule: everything
+/// the daemon checks before it creates anything, and so everything
+/// `chimaera config check` checks. `taken` are the names of the modules the
+/// binary has without plugins (admin, bdev, a `RuntimeBuilder`'s).
+pub fn load_and_check(
+    opts: &LoadOptions,
+    env: &Env,
+    taken: &[String],
+) -> Result<Checked, ConfigErrors> {
     let loaded = load(opts, env)?;
-    check_shm_space(&loaded.config, Path::new(crate::shm::SHM_DIR))
-        .map_err(|p| ConfigErrors(vec![p]))?;
-    Ok(loaded)
+    let mut problems = Vec::new();
+    let plugins = crate::plugin::load_all(&loaded.config, taken).unwrap_or_else(|p| {
+        problems.extend(p);
+        Vec::new()
+    });
+    if let Err(p) = check_shm_space(&loaded.config, Path::new(crate::shm::SHM_DIR)) {
+        problems.push(p);
+    }
+    if problems.is_empty() {
+        Ok(Checked { loaded, plugins })
+    } else {
+        Err(ConfigErrors(problems))
+    }
 }
 
 /// The /dev/shm rule: the segments must fit in the free space of the shm

@@ -17,6 +17,7 @@ const DAEMON: &[(&str, u32)] = &[
     ("config", 1),
     ("cluster", 2),
     ("shm", 2),
+    ("plugin", 2),
     ("preflight", 3),
     ("engine", 4),
     ("modules", 5),

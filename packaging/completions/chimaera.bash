@@ -19,6 +19,9 @@ _chimaera() {
             chimaera,bench)
                 cmd="chimaera__subcmd__bench"
                 ;;
+            chimaera,call)
+                cmd="chimaera__subcmd__call"
+                ;;
             chimaera,completions)
                 cmd="chimaera__subcmd__completions"
                 ;;
@@ -27,6 +30,9 @@ _chimaera() {
                 ;;
             chimaera,help)
                 cmd="chimaera__subcmd__help"
+                ;;
+            chimaera,module)
+                cmd="chimaera__subcmd__module"
                 ;;
             chimaera,ping)
                 cmd="chimaera__subcmd__ping"
@@ -94,6 +100,9 @@ _chimaera() {
             chimaera__subcmd__help,bench)
                 cmd="chimaera__subcmd__help__subcmd__bench"
                 ;;
+            chimaera__subcmd__help,call)
+                cmd="chimaera__subcmd__help__subcmd__call"
+                ;;
             chimaera__subcmd__help,completions)
                 cmd="chimaera__subcmd__help__subcmd__completions"
                 ;;
@@ -102,6 +111,9 @@ _chimaera() {
                 ;;
             chimaera__subcmd__help,help)
                 cmd="chimaera__subcmd__help__subcmd__help"
+                ;;
+            chimaera__subcmd__help,module)
+                cmd="chimaera__subcmd__help__subcmd__module"
                 ;;
             chimaera__subcmd__help,ping)
                 cmd="chimaera__subcmd__help__subcmd__ping"
@@ -136,6 +148,9 @@ _chimaera() {
             chimaera__subcmd__help__subcmd__config,show)
                 cmd="chimaera__subcmd__help__subcmd__config__subcmd__show"
                 ;;
+            chimaera__subcmd__help__subcmd__module,check)
+                cmd="chimaera__subcmd__help__subcmd__module__subcmd__check"
+                ;;
             chimaera__subcmd__help__subcmd__pool,create)
                 cmd="chimaera__subcmd__help__subcmd__pool__subcmd__create"
                 ;;
@@ -144,6 +159,18 @@ _chimaera() {
                 ;;
             chimaera__subcmd__help__subcmd__pool,list)
                 cmd="chimaera__subcmd__help__subcmd__pool__subcmd__list"
+                ;;
+            chimaera__subcmd__module,check)
+                cmd="chimaera__subcmd__module__subcmd__check"
+                ;;
+            chimaera__subcmd__module,help)
+                cmd="chimaera__subcmd__module__subcmd__help"
+                ;;
+            chimaera__subcmd__module__subcmd__help,check)
+                cmd="chimaera__subcmd__module__subcmd__help__subcmd__check"
+                ;;
+            chimaera__subcmd__module__subcmd__help,help)
+                cmd="chimaera__subcmd__module__subcmd__help__subcmd__help"
                 ;;
             chimaera__subcmd__pool,create)
                 cmd="chimaera__subcmd__pool__subcmd__create"
@@ -176,7 +203,7 @@ _chimaera() {
 
     case "${cmd}" in
         chimaera)
-            opts="-c -h -V --config --help --version run stop status config bench pool completions ping help"
+            opts="-c -h -V --config --help --version run stop status config bench pool completions module call ping help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,6 +367,36 @@ _chimaera() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__call)
+            opts="-c -h --hex --node --timeout --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -544,7 +601,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__help)
-            opts="run stop status config bench pool completions ping help"
+            opts="run stop status config bench pool completions module call ping help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,6 +659,20 @@ _chimaera() {
         chimaera__subcmd__help__subcmd__bench__subcmd__remote)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__help__subcmd__call)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -686,6 +757,34 @@ _chimaera() {
         chimaera__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__help__subcmd__module)
+            opts="check"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__help__subcmd__module__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -798,6 +897,92 @@ _chimaera() {
         chimaera__subcmd__help__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__module)
+            opts="-c -h --config --help check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__module__subcmd__check)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__module__subcmd__help)
+            opts="check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__module__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__module__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

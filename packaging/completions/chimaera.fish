@@ -34,6 +34,8 @@ complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "config" -d 'Check
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "bench" -d 'Measure the runtime against this machine\'s floor (starts its own daemon)'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "pool" -d 'Create, destroy or list the runtime\'s pools'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "completions" -d 'Print the shell completion script for bash, zsh or fish (the .deb installs them)'
+complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "module" -d 'Plugin module libraries: check one as the daemon would load it'
+complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "call" -d 'Run a method of a pool (any module\'s) and print its output'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "ping" -d 'Send admin no-op tasks to the runtime (or through it to other nodes) and print their round trips'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand run" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4' -r
@@ -103,6 +105,19 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand completions" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and not __fish_seen_subcommand_from check help" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Load FILE as `modules.load` would; print its name, version and ABI, and whether this daemon can load it (exit 0) or why not (exit 78)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and __fish_seen_subcommand_from check" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and __fish_seen_subcommand_from help" -f -a "check" -d 'Load FILE as `modules.load` would; print its name, version and ABI, and whether this daemon can load it (exit 0) or why not (exit 78)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand module; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand call" -l node -d 'Run it on node N of the cluster instead of here' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand call" -l timeout -d 'Seconds to wait for the output' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand call" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
+complete -c chimaera -n "__fish_chimaera_using_subcommand call" -l hex -d 'Print the output as hex (the input, when given as text, is hex too)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand call" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s n -l count -d 'How many pings (per node), at least 1' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l node -d 'Ping node N of the hostfile, through the local runtime' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l timeout -d 'Seconds each ping may take before it counts as lost' -r
@@ -112,15 +127,17 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l broadcast -d 
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l json -d 'Print one JSON object'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s q -l quiet -d 'Print only the summary'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s h -l help -d 'Print help'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "run" -d 'Run the runtime daemon in the foreground'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "stop" -d 'Stop the running runtime and wait until it is gone'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "status" -d 'Tell whether the runtime runs (exit 0) or not (exit 3)'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "config" -d 'Check, show or list the configuration'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "bench" -d 'Measure the runtime against this machine\'s floor (starts its own daemon)'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "pool" -d 'Create, destroy or list the runtime\'s pools'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "completions" -d 'Print the shell completion script for bash, zsh or fish (the .deb installs them)'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "ping" -d 'Send admin no-op tasks to the runtime (or through it to other nodes) and print their round trips'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions ping help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "run" -d 'Run the runtime daemon in the foreground'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "stop" -d 'Stop the running runtime and wait until it is gone'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "status" -d 'Tell whether the runtime runs (exit 0) or not (exit 3)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "config" -d 'Check, show or list the configuration'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "bench" -d 'Measure the runtime against this machine\'s floor (starts its own daemon)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "pool" -d 'Create, destroy or list the runtime\'s pools'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "completions" -d 'Print the shell completion script for bash, zsh or fish (the .deb installs them)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "module" -d 'Plugin module libraries: check one as the daemon would load it'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "call" -d 'Run a method of a pool (any module\'s) and print its output'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "ping" -d 'Send admin no-op tasks to the runtime (or through it to other nodes) and print their round trips'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate exactly as the daemon does (file, CHI_* environment, /dev/shm); exit 78 on problems'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print the effective configuration (after the environment) as YAML'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "keys" -d 'List every key: name, environment variable, default, meaning (tab-separated)'
@@ -130,3 +147,4 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from pool" -f -a "list" -d 'List the pools: id, name, module'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from pool" -f -a "create" -d 'Create a pool, or find the one of that name, module and params (get-or-create)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from pool" -f -a "destroy" -d 'Destroy a pool, named by name or by id'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from module" -f -a "check" -d 'Load FILE as `modules.load` would; print its name, version and ABI, and whether this daemon can load it (exit 0) or why not (exit 78)'

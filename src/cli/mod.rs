@@ -78,6 +78,29 @@ enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Plugin module libraries: check one as the daemon would load it.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Run a method of a pool (any module's) and print its output.
+    Call {
+        /// The pool's name or id.
+        pool: String,
+        /// The method number.
+        method: u32,
+        /// The task's input: text, or @FILE for a file's bytes, or @- for
+        /// standard input. None: empty.
+        input: Option<String>,
+        /// Print the output as hex (the input, when given as text, is hex
+        /// too).
+        #[arg(long)]
+        hex: bool,
+        /// Run it on node N of the cluster instead of here.
+        #[arg(long, value_name = "N")]
+        node: Option<u32>,
+        /// Seconds to wait for the output.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Send admin no-op tasks to the runtime (or through it to other nodes)
     /// and print their round trips.
     Ping {
@@ -167,6 +190,13 @@ enum PoolCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ModuleCommand {
+    /// Load FILE as `modules.load` would; print its name, version and ABI,
+    /// and whether this daemon can load it (exit 0) or why not (exit 78).
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Validate exactly as the daemon does (file, CHI_* environment, /dev/shm); exit 78 on problems.
     Check {
@@ -207,7 +237,11 @@ pub fn main_with_registry(
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 64 } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
     if matches!(cli.command, Command::Bench(_)) {
@@ -215,7 +249,7 @@ pub fn main_with_registry(
             eprintln!(
                 "chimaera: bench runs daemons of its own, on a configuration of its own: --config is not used"
             );
-            return 64;
+            return exit::USAGE;
         }
         crate::bench::prepare();
     }
@@ -240,7 +274,7 @@ pub fn main_with_registry(
             if file.is_some() {
                 o.config_path = file;
             }
-            config_check(&o)
+            config_check(&o, &registry.taken_names())
         }
         Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
         Command::Completions { shell } => {
@@ -305,6 +339,27 @@ pub fn main_with_registry(
             })
         }
         Command::Pool(cmd) => pool(&opts(Vec::new()), cmd),
+        Command::Module(ModuleCommand::Check { file }) => {
+            tasks::module_check(&file, &registry.taken_names())
+        }
+        Command::Call {
+            pool,
+            method,
+            input,
+            hex,
+            node,
+            timeout,
+        } => tasks::call(
+            &opts(Vec::new()),
+            tasks::CallArgs {
+                pool,
+                method,
+                input,
+                hex,
+                node,
+                limit: Duration::from_secs(timeout),
+            },
+        ),
         Command::Ping {
             count,
             node,
@@ -359,10 +414,10 @@ fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
     })
 }
 
-fn config_check(opts: &LoadOptions) -> u8 {
+fn config_check(opts: &LoadOptions, taken: &[String]) -> u8 {
     let env = Env::from_process();
-    match crate::preflight::load_and_check(opts, &env) {
-        Ok(loaded) => {
+    match crate::preflight::load_and_check(opts, &env, taken) {
+        Ok(crate::preflight::Checked { loaded, plugins }) => {
             for w in &loaded.warnings {
                 eprintln!("chimaera: warning: {w}");
             }
@@ -376,6 +431,10 @@ fn config_check(opts: &LoadOptions) -> u8 {
                 loaded.node_id,
                 loaded.hosts.len().max(1)
             );
+            for p in &plugins {
+                let l = p.library();
+                println!("module {} {} from {}", l.name, l.version, l.file.display());
+            }
             exit::OK
         }
         Err(errors) => {

@@ -1,4 +1,5 @@
-//! The subcommands that run tasks through a client: `pool` and `ping`.
+//! The subcommands that run tasks through a client (`pool`, `ping`,
+//! `call`), and `module check`.
 
 use super::runtime::{Found, locate, not_running_message};
 use super::*;
@@ -61,6 +62,144 @@ pub(super) fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
         Err(e) => {
             eprintln!("chimaera: {e}");
             // The runtime answered: the request itself was refused.
+            exit::FAILURE
+        }
+    }
+}
+
+/// `chimaera module check FILE`: the daemon's own loading and checks.
+pub(super) fn module_check(file: &std::path::Path, taken: &[String]) -> u8 {
+    let lib = match crate::plugin::open(file) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("file: {}", file.display());
+            println!("compatible: no");
+            eprintln!("chimaera: {}: not loadable: {e}", file.display());
+            return exit::CONFIG;
+        }
+    };
+    println!("file: {}", lib.file.display());
+    println!("module: {}", lib.name);
+    println!("version: {}", lib.version);
+    println!(
+        "abi: {} (this daemon: {}, layout hash {:#018x})",
+        lib.abi_version,
+        chimaera_module::abi::ABI_VERSION,
+        chimaera_module::abi::LAYOUT_HASH
+    );
+    println!("sdk: {}", lib.sdk_version);
+    if taken.contains(&lib.name) {
+        println!("compatible: no");
+        eprintln!(
+            "chimaera: {}: module name {:?} is taken by a module built into this daemon",
+            file.display(),
+            lib.name
+        );
+        return exit::CONFIG;
+    }
+    println!("compatible: yes");
+    exit::OK
+}
+
+pub(super) struct CallArgs {
+    pub pool: String,
+    pub method: u32,
+    pub input: Option<String>,
+    pub hex: bool,
+    pub node: Option<u32>,
+    pub limit: Duration,
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    let t: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if !t.len().is_multiple_of(2) {
+        return Err(format!("{text:?} is not hex: an odd number of digits"));
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&t[i..i + 2], 16)
+                .map_err(|_| format!("{text:?} is not hex: {:?}", &t[i..i + 2]))
+        })
+        .collect()
+}
+
+/// The input `call` was given: text (hex with `--hex`), `@FILE` or `@-`.
+fn call_input(input: Option<&str>, hex: bool) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    match input {
+        None => Ok(Vec::new()),
+        Some("@-") => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(b)
+        }
+        Some(s) if s.starts_with('@') => {
+            std::fs::read(&s[1..]).map_err(|e| format!("cannot read {}: {e}", &s[1..]))
+        }
+        Some(s) if hex => from_hex(s),
+        Some(s) => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+/// `chimaera call POOL METHOD [INPUT]`: one task, its output on stdout.
+pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
+    use std::io::Write;
+    let input = match call_input(a.input.as_deref(), a.hex) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("chimaera: {e}");
+            return exit::USAGE;
+        }
+    };
+    let client = match connect_running(opts) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let pools = match client.list_pools() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chimaera: cannot list the pools: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let by_id = a.pool.parse::<u32>().ok();
+    let Some(pool) = pools
+        .iter()
+        .find(|p| p.name == a.pool || Some(p.id) == by_id)
+    else {
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        eprintln!(
+            "chimaera: no pool {:?}; the pools are: {} (chimaera pool list)",
+            a.pool,
+            names.join(", ")
+        );
+        return exit::FAILURE;
+    };
+    let mut task = chimaera_client::Task::new(pool.id, a.method, &input);
+    if let Some(n) = a.node {
+        task = task.on_node(n);
+    }
+    match client.call_timeout(&task, a.limit) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            let written = if a.hex {
+                let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(stdout, "{hex}")
+            } else {
+                stdout.write_all(&out)
+            };
+            // A reader that went away early is not a failed call.
+            let _ = written.and_then(|()| stdout.flush());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!(
+                "chimaera: pool {} (module {}) method {}: {e}",
+                pool.name, pool.module, a.method
+            );
             exit::FAILURE
         }
     }

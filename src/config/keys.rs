@@ -38,6 +38,18 @@ pub enum Kind {
     Path,
     /// A Unix group name, or empty.
     Group,
+    /// Absolute directories: a YAML list, or `:`-separated.
+    PathList,
+    /// Module names or absolute library paths: a YAML list, or
+    /// `,`-separated.
+    ModuleList,
+}
+
+impl Kind {
+    /// True for the kinds a YAML list gives.
+    pub(super) fn is_list(&self) -> bool {
+        matches!(self, Kind::PathList | Kind::ModuleList)
+    }
 }
 
 impl Kind {
@@ -60,6 +72,10 @@ impl Kind {
             }
             Kind::Path => "an absolute path, or empty".into(),
             Kind::Group => "a group name, or empty".into(),
+            Kind::PathList => "a list of absolute directories (':'-separated outside YAML)".into(),
+            Kind::ModuleList => {
+                "a list of module names or absolute .so paths (','-separated outside YAML)".into()
+            }
         }
     }
 }
@@ -103,6 +119,26 @@ impl FromValue for String {
             Value::Num(n) => n.to_string(),
         }
     }
+}
+
+/// List kinds travel as one text, an item per line.
+impl FromValue for SearchPath {
+    fn from_value(v: Value) -> Self {
+        SearchPath(split_lines(&String::from_value(v)))
+    }
+}
+
+impl FromValue for ModuleList {
+    fn from_value(v: Value) -> Self {
+        ModuleList(split_lines(&String::from_value(v)))
+    }
+}
+
+fn split_lines(t: &str) -> Vec<String> {
+    t.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl FromValue for IpAddr {
@@ -231,6 +267,10 @@ keys! {
         "TCP port of the Prometheus endpoint (http://ADDRESS:PORT/metrics); 0: no endpoint.";
     monitoring.metrics_address, Some("CHI_METRICS_ADDRESS"), Kind::IpAddr, false,
         "Address the Prometheus endpoint listens on: 127.0.0.1 keeps it on this host; 0.0.0.0 or :: opens it to the network.";
+    modules.path, Some("CHI_MODULES_PATH"), Kind::PathList, false,
+        "Directories searched, in order, for the modules `modules.load` names (lib<name>.so, else lib<name>_plugin.so).";
+    modules.load, Some("CHI_MODULES_LOAD"), Kind::ModuleList, false,
+        "Plugin modules loaded at start: names found on `modules.path`, or absolute paths of .so files. A library that is missing or not built for this daemon's module ABI stops the start.";
 }
 
 pub fn find_key(path: &str) -> Option<&'static Key> {
@@ -317,6 +357,51 @@ pub(super) fn parse_value(key: &Key, text: &str, plain: bool, null: bool) -> Res
                 ));
             }
             Ok(Value::Text(text.to_string()))
+        }
+        Kind::PathList | Kind::ModuleList if null => Ok(Value::Text(String::new())),
+        Kind::PathList => {
+            let mut dirs = Vec::new();
+            for d in text
+                .split(['\n', ':'])
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+            {
+                if !d.starts_with('/') {
+                    return Err(format!(
+                        "expected absolute directories (starting with /), got {d:?}"
+                    ));
+                }
+                dirs.push(d);
+            }
+            Ok(Value::Text(dirs.join("\n")))
+        }
+        Kind::ModuleList => {
+            let mut items = Vec::new();
+            for m in text
+                .split(['\n', ','])
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+            {
+                if m.contains('/') {
+                    if !m.starts_with('/') {
+                        return Err(format!(
+                            "{m:?} is a relative path; give a module name or an absolute path"
+                        ));
+                    }
+                } else if let Some(bad) = m
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+                {
+                    return Err(format!(
+                        "{m:?} has {bad:?}; a module name has letters, digits, '_', '-' and '.'"
+                    ));
+                }
+                if items.contains(&m) {
+                    return Err(format!("{m:?} is listed twice"));
+                }
+                items.push(m);
+            }
+            Ok(Value::Text(items.join("\n")))
         }
         Kind::Group => {
             if null || text.is_empty() {

@@ -95,6 +95,28 @@ impl Collector {
                         let null = value.is_null();
                         self.apply(key, at(*loc), text, *plain, null)
                     }
+                    Node::Seq { items, loc } if key.kind.is_list() => {
+                        // Each item on its own line: the kind's parser
+                        // splits lines as it splits `:` or `,`.
+                        let mut texts = Vec::new();
+                        for item in items {
+                            match item {
+                                Node::Scalar { text, .. } if !text.contains('\n') => {
+                                    texts.push(text.clone())
+                                }
+                                other => self.problems.push(Problem {
+                                    origin: at(other.loc()),
+                                    key: key.path(),
+                                    message: format!(
+                                        "expected {}, found {} in the list",
+                                        key.kind.expects(),
+                                        other.kind_name()
+                                    ),
+                                }),
+                            }
+                        }
+                        self.apply(key, at(*loc), &texts.join("\n"), true, false)
+                    }
                     other => self.problems.push(Problem {
                         origin: at(other.loc()),
                         key: key.path(),

@@ -181,6 +181,44 @@ pub struct Runtime {
     pub run_dir: String,
 }
 
+/// Plugin modules (`modules`): the libraries the daemon loads at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modules {
+    /// Directories searched for a module named in `load`, in order.
+    pub path: SearchPath,
+    /// Modules to load: names (`lib<name>.so` on the path) or absolute
+    /// paths of libraries.
+    pub load: ModuleList,
+}
+
+/// Directories, in order: `:`-separated in a variable or `--set`, a list in
+/// YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SearchPath(pub Vec<String>);
+
+impl fmt::Display for SearchPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(":"))
+    }
+}
+
+/// Module names or library paths: `,`-separated in a variable or `--set`,
+/// a list in YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModuleList(pub Vec<String>);
+
+impl fmt::Display for ModuleList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// Where `modules.path` points unless told otherwise.
+pub const DEFAULT_MODULE_DIR: &str = "/usr/lib/chimaera/modules";
+
 /// The Prometheus endpoint (`monitoring`): off unless given a port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +239,7 @@ pub struct Config {
     pub shared_memory: SharedMemory,
     pub runtime: Runtime,
     pub monitoring: Monitoring,
+    pub modules: Modules,
     /// Pools created at start, in order, after the admin pool.
     #[serde(default)]
     pub compose: Vec<PoolSpec>,
@@ -251,6 +290,10 @@ impl Default for Config {
                 // Loopback: the numbers say what runs here; exposing them
                 // beyond the host is a choice to make explicitly.
                 metrics_address: IpAddr::from([127, 0, 0, 1]),
+            },
+            modules: Modules {
+                path: SearchPath(vec![DEFAULT_MODULE_DIR.into()]),
+                load: ModuleList::default(),
             },
             compose: Vec::new(),
         }

@@ -57,6 +57,8 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
         "performance.lane_map_policy" => ("map_by_pid_tid".into(), "map_by_pid_tid".into()),
         "shared_memory.group" => ("root".into(), "root".into()),
         "runtime.run_dir" => ("/tmp/chi-run".into(), "/tmp/chi-run".into()),
+        "modules.path" => ("/opt/a:/opt/b".into(), "/opt/a:/opt/b".into()),
+        "modules.load" => ("kv, /opt/libx.so".into(), "kv,/opt/libx.so".into()),
         // Written the way a URL would, to show the brackets are accepted.
         "monitoring.metrics_address" => ("[::1]".into(), "::1".into()),
         p if p.ends_with("_segment_name") => (
@@ -608,5 +610,41 @@ fn monitoring_port_and_address_are_checked() {
         err.to_string()
             .contains("monitoring.metrics_port: port 7000 is network.zmq_port too"),
         "{err}"
+    );
+}
+
+#[test]
+fn module_lists_come_as_yaml_lists_or_separated_text() {
+    let l = load_yaml(
+        "modules:\n  path: [/opt/m, /usr/lib/m]\n  load:\n    - kv\n    - /opt/m/libecho_c.so\n",
+        &no_env(),
+    )
+    .unwrap();
+    assert_eq!(l.config.modules.path.0, ["/opt/m", "/usr/lib/m"]);
+    assert_eq!(l.config.modules.load.0, ["kv", "/opt/m/libecho_c.so"]);
+    let env = Env::from_pairs([
+        ("USER", "tester"),
+        ("CHI_MODULES_PATH", "/a:/b"),
+        ("CHI_MODULES_LOAD", "x,y"),
+    ]);
+    let l = load_yaml("", &env).unwrap();
+    assert_eq!(l.config.modules.path.0, ["/a", "/b"]);
+    assert_eq!(l.config.modules.load.0, ["x", "y"]);
+    let errs = load_yaml(
+        "modules:\n  path: [relative/dir]\n  load: [kv, ../libx.so, \"a b\", kv]\n",
+        &no_env(),
+    )
+    .unwrap_err()
+    .0;
+    let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text[0].contains(":2:") && text[0].contains("modules.path") && text[0].contains("absolute"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains(":3:")
+            && text[1].contains("modules.load")
+            && text[1].contains("relative path"),
+        "{text:?}"
     );
 }

@@ -122,6 +122,14 @@ impl Registry {
         self.modules.get(name).cloned()
     }
 
+    /// The names no other module may take: these modules' and the admin
+    /// module's, which every engine adds.
+    pub fn taken_names(&self) -> Vec<String> {
+        let mut n = self.names();
+        n.push(chimaera_proto::admin::POOL_NAME.to_string());
+        n
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut n: Vec<String> = self.modules.keys().cloned().collect();
         n.sort();

@@ -201,16 +201,17 @@ pub fn report_config_errors(errors: &config::ConfigErrors) {
 }
 
 /// `chimaera run`: the daemon in the foreground. Returns the exit code.
-pub fn run(opts: LoadOptions, registry: crate::engine::pools::Registry) -> u8 {
+pub fn run(opts: LoadOptions, mut registry: crate::engine::pools::Registry) -> u8 {
     crate::engine::guard::install_hook();
     let env = Env::from_process();
-    let loaded = match crate::preflight::load_and_check(&opts, &env) {
-        Ok(l) => l,
-        Err(errors) => {
-            report_config_errors(&errors);
-            return exit::CONFIG;
-        }
-    };
+    let (loaded, plugins) =
+        match crate::preflight::load_and_check(&opts, &env, &registry.taken_names()) {
+            Ok(c) => (c.loaded, c.plugins),
+            Err(errors) => {
+                report_config_errors(&errors);
+                return exit::CONFIG;
+            }
+        };
     let (log, log_handle, log_problem) =
         log::init(loaded.config.logging.level, &loaded.config.logging.file);
     if let Some(p) = log_problem {
@@ -218,6 +219,12 @@ pub fn run(opts: LoadOptions, registry: crate::engine::pools::Registry) -> u8 {
     }
     for w in &loaded.warnings {
         warn!(log, "{}", w);
+    }
+    for p in &plugins {
+        let l = p.library();
+        info!(log, "loaded module {} {}", l.name, l.version;
+            "file" => %l.file.display(), "abi" => l.abi_version, "sdk" => &l.sdk_version);
+        registry.register(p.as_module());
     }
     // Before anything exists, so that a signal during start-up is handled by
     // the loop below (and cleans up) instead of killing a half-built runtime.

@@ -105,6 +105,30 @@ impl TaskHost for EngineTask<'_> {
             ))),
         }
     }
+    fn log(&self, level: u32, msg: &str) {
+        let pool = self.rec.pool_id.load(Ordering::Relaxed);
+        let method = self.rec.method.load(Ordering::Relaxed);
+        let module = self.core.pools.module_of(pool).unwrap_or_default();
+        let log = &self.core.log;
+        use chimaera_module::abi::level;
+        match level {
+            level::ERROR => {
+                slog::error!(log, "{}", msg; "module" => module, "pool" => pool, "method" => method)
+            }
+            level::WARNING => {
+                slog::warn!(log, "{}", msg; "module" => module, "pool" => pool, "method" => method)
+            }
+            level::INFO => {
+                slog::info!(log, "{}", msg; "module" => module, "pool" => pool, "method" => method)
+            }
+            level::DEBUG => {
+                slog::debug!(log, "{}", msg; "module" => module, "pool" => pool, "method" => method)
+            }
+            _ => {
+                slog::trace!(log, "{}", msg; "module" => module, "pool" => pool, "method" => method)
+            }
+        }
+    }
 }
 
 impl Drop for EngineTask<'_> {
