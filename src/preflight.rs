@@ -5,7 +5,12 @@
 //! /dev/shm. The daemon and `chimaera config check` run them; a client needs
 //! none of them.
 
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Arc;
+
+use chimaera_module::Module;
 
 use crate::config::size::human;
 use crate::config::{
@@ -67,29 +72,176 @@ pub struct Checked {
     pub plugins: Vec<crate::plugin::Plugin>,
 }
 
-/// [`load`], then the plugin libraries and the /dev/shm rule: everything
-/// the daemon checks before it creates anything, and so everything
-/// `chimaera config check` checks. `taken` are the names of the modules the
-/// binary has without plugins (admin, bdev, a `RuntimeBuilder`'s).
+/// Why the daemon would not start: the configuration (exit 78), or a
+/// resource it needs is taken or missing (exit 69).
+#[derive(Debug)]
+pub enum Refused {
+    Config(ConfigErrors),
+    Unavailable(ListenError),
+}
+
+impl Refused {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Refused::Config(_) => crate::exit::CONFIG,
+            Refused::Unavailable(_) => crate::exit::UNAVAILABLE,
+        }
+    }
+
+    /// What `run` and `config check` both print, a line each.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Refused::Config(errors) => errors
+                .0
+                .iter()
+                .map(|p| format!("configuration error: {p}"))
+                .collect(),
+            Refused::Unavailable(e) => vec![e.to_string()],
+        }
+    }
+}
+
+impl From<ConfigErrors> for Refused {
+    fn from(e: ConfigErrors) -> Refused {
+        Refused::Config(e)
+    }
+}
+
+/// A listening socket the daemon would not get.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "network.zmq_port {port} is already in use on this host: stop what holds it or choose another port (CHI_ZMQ_PORT)"
+    )]
+    ZmqPortInUse { port: u16 },
+    #[error("cannot listen on tcp port {port} (network.zmq_port): {source}")]
+    ZmqBind { port: u16, source: io::Error },
+    #[error(
+        "monitoring.metrics_port {port} is already in use on {addr}: stop what holds it or choose another port (CHI_METRICS_PORT)"
+    )]
+    MetricsPortInUse { addr: IpAddr, port: u16 },
+    #[error(
+        "monitoring.metrics_address {addr} is not an address of this host: give one of its addresses, 127.0.0.1, 0.0.0.0 or :: (CHI_METRICS_ADDRESS)"
+    )]
+    MetricsNotLocal { addr: IpAddr },
+    #[error(
+        "cannot serve metrics on {addr} (monitoring.metrics_port, monitoring.metrics_address): {source}"
+    )]
+    MetricsBind { addr: SocketAddr, source: io::Error },
+}
+
+/// The metrics endpoint's listener, or why not: the probe and the endpoint
+/// itself bind through here, so they fail alike.
+pub fn metrics_listener(addr: IpAddr, port: u16) -> Result<TcpListener, ListenError> {
+    let at = SocketAddr::new(addr, port);
+    TcpListener::bind(at).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => ListenError::MetricsPortInUse { addr, port },
+        io::ErrorKind::AddrNotAvailable => ListenError::MetricsNotLocal { addr },
+        _ => ListenError::MetricsBind {
+            addr: at,
+            source: e,
+        },
+    })
+}
+
+/// Whether the ports the daemon listens on can be had: the ZeroMQ port (on
+/// every IPv4 address, as the transport binds it) and the metrics endpoint.
+/// Bound and let go at once.
+fn probe_listeners(config: &Config) -> Result<(), ListenError> {
+    let port = config.network.zmq_port;
+    TcpListener::bind((IpAddr::from([0, 0, 0, 0]), port)).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => ListenError::ZmqPortInUse { port },
+        _ => ListenError::ZmqBind { port, source: e },
+    })?;
+    let m = &config.monitoring;
+    if m.metrics_port != 0 {
+        metrics_listener(m.metrics_address, m.metrics_port)?;
+    }
+    Ok(())
+}
+
+/// Every `compose:` entry names a module this daemon has (built in, or a
+/// plugin just loaded) with parameters that module accepts.
+fn check_compose(
+    config: &Config,
+    modules: &[Arc<dyn Module>],
+    plugins: &[crate::plugin::Plugin],
+    problems: &mut Vec<crate::config::Problem>,
+) {
+    let admin = chimaera_proto::admin::POOL_NAME;
+    let all: Vec<Arc<dyn Module>> = modules
+        .iter()
+        .cloned()
+        .chain(plugins.iter().map(|p| p.as_module()))
+        .collect();
+    for (i, spec) in config.compose.iter().enumerate() {
+        let at = spec.at(i);
+        if spec.module == admin {
+            continue;
+        }
+        match all.iter().find(|m| m.name() == spec.module) {
+            None => {
+                let mut names: Vec<&str> = all.iter().map(|m| m.name()).collect();
+                names.push(admin);
+                names.sort();
+                check(
+                    problems,
+                    &format!("{at}.module"),
+                    format!(
+                        "no module {:?} in this runtime; it has: {} (plugins: modules.load)",
+                        spec.module,
+                        names.join(", ")
+                    ),
+                )
+            }
+            Some(m) => {
+                if let Err(e) = m.check_params(&spec.name, spec.params.as_bytes()) {
+                    check(problems, &format!("{at}.params"), e);
+                }
+            }
+        }
+    }
+}
+
+/// [`load`], then the plugin libraries, `compose:` against the modules,
+/// the /dev/shm rule and the listening ports: everything that makes the
+/// daemon refuse to start before it serves, and so everything `chimaera
+/// config check` checks. `modules` are the ones the binary has without
+/// plugins (bdev, a `RuntimeBuilder`'s; admin is implied).
+///
+/// The ports are probed only when no runtime holds this configuration's
+/// segments: a running one holds them itself (and `run` would be refused
+/// as already running, by the segments' lock).
 pub fn load_and_check(
     opts: &LoadOptions,
     env: &Env,
-    taken: &[String],
-) -> Result<Checked, ConfigErrors> {
+    modules: &[Arc<dyn Module>],
+) -> Result<Checked, Refused> {
     let loaded = load(opts, env)?;
     let mut problems = Vec::new();
-    let plugins = crate::plugin::load_all(&loaded.config, taken).unwrap_or_else(|p| {
+    let mut taken: Vec<String> = modules.iter().map(|m| m.name().to_string()).collect();
+    taken.push(chimaera_proto::admin::POOL_NAME.to_string());
+    let plugins = crate::plugin::load_all(&loaded.config, &taken).unwrap_or_else(|p| {
         problems.extend(p);
         Vec::new()
     });
+    if problems.is_empty() {
+        check_compose(&loaded.config, modules, &plugins, &mut problems);
+    }
     if let Err(p) = check_shm_space(&loaded.config, Path::new(crate::shm::SHM_DIR)) {
         problems.push(p);
     }
-    if problems.is_empty() {
-        Ok(Checked { loaded, plugins })
-    } else {
-        Err(ConfigErrors(problems))
+    if !problems.is_empty() {
+        return Err(Refused::Config(ConfigErrors(problems)));
     }
+    let running = matches!(
+        crate::shm::probe(&loaded.names.main),
+        Ok(crate::shm::Liveness::Alive { .. })
+    );
+    if !running {
+        probe_listeners(&loaded.config).map_err(Refused::Unavailable)?;
+    }
+    Ok(Checked { loaded, plugins })
 }
 
 /// The /dev/shm rule: the segments must fit in the free space of the shm

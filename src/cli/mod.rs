@@ -274,7 +274,7 @@ pub fn main_with_registry(
             if file.is_some() {
                 o.config_path = file;
             }
-            config_check(&o, &registry.taken_names())
+            config_check(&o, &registry.modules())
         }
         Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
         Command::Completions { shell } => {
@@ -414,9 +414,9 @@ fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
     })
 }
 
-fn config_check(opts: &LoadOptions, taken: &[String]) -> u8 {
+fn config_check(opts: &LoadOptions, modules: &[std::sync::Arc<dyn chimaera_module::Module>]) -> u8 {
     let env = Env::from_process();
-    match crate::preflight::load_and_check(opts, &env, taken) {
+    match crate::preflight::load_and_check(opts, &env, modules) {
         Ok(crate::preflight::Checked { loaded, plugins }) => {
             for w in &loaded.warnings {
                 eprintln!("chimaera: warning: {w}");
@@ -438,8 +438,8 @@ fn config_check(opts: &LoadOptions, taken: &[String]) -> u8 {
             exit::OK
         }
         Err(errors) => {
-            service::report_config_errors(&errors);
-            exit::CONFIG
+            service::report_refusal(&errors);
+            errors.exit_code()
         }
     }
 }

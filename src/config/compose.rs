@@ -23,6 +23,15 @@ impl PoolSpec {
     pub fn same_pool(&self, other: &PoolSpec) -> bool {
         (&self.name, &self.module, &self.params) == (&other.name, &other.module, &other.params)
     }
+
+    /// How errors name entry `i`: `compose[i] (line N)`.
+    pub fn at(&self, i: usize) -> String {
+        if self.line > 0 {
+            format!("compose[{i}] (line {})", self.line)
+        } else {
+            format!("compose[{i}]")
+        }
+    }
 }
 
 pub use chimaera_proto::admin::check_pool_name;

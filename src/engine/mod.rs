@@ -184,11 +184,7 @@ impl Engine {
     ) -> Result<Vec<chimaera_module::PoolInfo>, String> {
         let mut made = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            let at = if spec.line > 0 {
-                format!("compose[{i}] (line {})", spec.line)
-            } else {
-                format!("compose[{i}]")
-            };
+            let at = spec.at(i);
             let module = self.core.registry.get(&spec.module).ok_or_else(|| {
                 format!(
                     "{at}.module: no module {:?} in this runtime; it has: {}",

@@ -122,6 +122,11 @@ impl Registry {
         self.modules.get(name).cloned()
     }
 
+    /// The modules, in name order.
+    pub fn modules(&self) -> Vec<Arc<dyn Module>> {
+        self.names().iter().filter_map(|n| self.get(n)).collect()
+    }
+
     /// The names no other module may take: these modules' and the admin
     /// module's, which every engine adds.
     pub fn taken_names(&self) -> Vec<String> {

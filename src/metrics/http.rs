@@ -25,18 +25,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error(
-        "monitoring.metrics_port {port} is already in use on {addr}: stop what holds it or choose another port (CHI_METRICS_PORT)"
-    )]
-    PortInUse { addr: IpAddr, port: u16 },
-    #[error(
-        "monitoring.metrics_address {addr} is not an address of this host: give one of its addresses, 127.0.0.1, 0.0.0.0 or :: (CHI_METRICS_ADDRESS)"
-    )]
-    NotLocal { addr: IpAddr },
-    #[error(
-        "cannot serve metrics on {addr} (monitoring.metrics_port, monitoring.metrics_address): {source}"
-    )]
-    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Listen(#[from] crate::preflight::ListenError),
     #[error("cannot start the metrics endpoint: {0}")]
     Setup(io::Error),
 }
@@ -59,18 +49,7 @@ impl Server {
         main_len: u64,
         log: &slog::Logger,
     ) -> Result<Server, MetricsError> {
-        let at = SocketAddr::new(address, port);
-        let listener = TcpListener::bind(at).map_err(|e| match e.kind() {
-            io::ErrorKind::AddrInUse => MetricsError::PortInUse {
-                addr: address,
-                port,
-            },
-            io::ErrorKind::AddrNotAvailable => MetricsError::NotLocal { addr: address },
-            _ => MetricsError::Bind {
-                addr: at,
-                source: e,
-            },
-        })?;
+        let listener = crate::preflight::metrics_listener(address, port)?;
         listener
             .set_nonblocking(true)
             .map_err(MetricsError::Setup)?;

@@ -34,10 +34,8 @@ pub use transport::{Net, NetConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error(
-        "network.zmq_port {port} is already in use on this host: stop what holds it or choose another port (CHI_ZMQ_PORT)"
-    )]
-    PortInUse { port: u16 },
+    #[error(transparent)]
+    Listen(#[from] crate::preflight::ListenError),
     #[error("cannot bind the ZeroMQ socket on port {port}: {source}")]
     Bind { port: u16, source: zmq::Error },
     #[error("cannot create a ZeroMQ socket: {0}")]

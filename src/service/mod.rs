@@ -200,18 +200,26 @@ pub fn report_config_errors(errors: &config::ConfigErrors) {
     }
 }
 
+/// Prints why the start is refused, a line each: what `run` and `config
+/// check` both say.
+pub fn report_refusal(refused: &crate::preflight::Refused) {
+    for line in refused.lines() {
+        eprintln!("chimaera: {line}");
+    }
+}
+
 /// `chimaera run`: the daemon in the foreground. Returns the exit code.
 pub fn run(opts: LoadOptions, mut registry: crate::engine::pools::Registry) -> u8 {
     crate::engine::guard::install_hook();
     let env = Env::from_process();
-    let (loaded, plugins) =
-        match crate::preflight::load_and_check(&opts, &env, &registry.taken_names()) {
-            Ok(c) => (c.loaded, c.plugins),
-            Err(errors) => {
-                report_config_errors(&errors);
-                return exit::CONFIG;
-            }
-        };
+    let (loaded, plugins) = match crate::preflight::load_and_check(&opts, &env, &registry.modules())
+    {
+        Ok(c) => (c.loaded, c.plugins),
+        Err(refused) => {
+            report_refusal(&refused);
+            return refused.exit_code();
+        }
+    };
     let (log, log_handle, log_problem) =
         log::init(loaded.config.logging.level, &loaded.config.logging.file);
     if let Some(p) = log_problem {

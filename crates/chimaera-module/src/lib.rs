@@ -95,6 +95,15 @@ pub trait Module: Send + Sync + 'static {
         pool: &PoolInfo,
         params: &[u8],
     ) -> Result<Arc<dyn Container>, String>;
+
+    /// Checks the parameters of a pool named `pool_name` without making
+    /// anything: `chimaera config check` and the daemon's start run it on
+    /// every `compose:` entry before anything exists, so that a typo is
+    /// refused there, not after the segments are made. The default accepts
+    /// everything (the pool's creation still checks).
+    fn check_params(&self, _pool_name: &str, _params: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A task the current task submitted and may wait for.

@@ -114,4 +114,10 @@ impl Module for BdevModule {
             .map_err(|e| format!("bdev pool {:?}: {e}", pool.name))?;
         Ok(Arc::new(dev))
     }
+
+    fn check_params(&self, pool_name: &str, params: &[u8]) -> Result<(), String> {
+        BdevParams::parse(params)
+            .map(drop)
+            .map_err(|e| format!("bdev pool {pool_name:?}: {e}"))
+    }
 }

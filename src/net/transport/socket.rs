@@ -70,7 +70,7 @@ pub(super) fn open_router(ctx: &zmq::Context, port: u16) -> Result<zmq::Socket, 
     router
         .bind(&format!("tcp://*:{port}"))
         .map_err(|e| match e {
-            zmq::Error::EADDRINUSE => NetError::PortInUse { port },
+            zmq::Error::EADDRINUSE => crate::preflight::ListenError::ZmqPortInUse { port }.into(),
             source => NetError::Bind { port, source },
         })?;
     Ok(router)
