@@ -285,5 +285,16 @@ fn bench_ignores_the_callers_chimaera_variables() {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(v["rtt_p50_ns"].as_u64().unwrap() > 0, "{v}");
+        if bench == "local" {
+            // The figure users meet: the default worker count and lane
+            // policy, whatever CHI_SCHED_WORKERS said.
+            assert!(v["default_config_rtt_p50_ns"].as_u64().unwrap() > 0, "{v}");
+            assert!(
+                v["default_config_async_tasks_per_s"].as_f64().unwrap() > 0.0,
+                "{v}"
+            );
+            assert_eq!(v["default_config_workers"], 8, "{v}");
+            assert_eq!(v["default_config_lane_policy"], "round_robin", "{v}");
+        }
     }
 }

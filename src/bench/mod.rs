@@ -42,6 +42,14 @@ pub struct LocalReport {
     pub workers: u32,
     pub window: usize,
     pub rtt_samples: usize,
+    /// Round trip and pipelined rate as a user meets them: a daemon with
+    /// the default worker count and lane policy, a client thread the
+    /// scheduler places (not pinned), as `chimaera ping` is.
+    pub default_config_rtt_p50_ns: u64,
+    pub default_config_rtt_p99_ns: u64,
+    pub default_config_async_tasks_per_s: f64,
+    pub default_config_workers: u32,
+    pub default_config_lane_policy: String,
 }
 
 pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -393,6 +401,27 @@ pub fn local() -> Result<LocalReport, String> {
     }
     drop(client);
     drop(daemon);
+    // The daemon inherits this thread's CPU set: all of them again.
+    crate::sys::set_affinity(&mask).map_err(|e| e.to_string())?;
+    let defaults = crate::config::Config::default();
+    let default_workers = defaults.workers.sched_threads;
+    let mut daemon = BenchDaemon::start_with("defaults", default_workers, free_port()?, "")?;
+    // Up and answering before the measuring thread starts.
+    drop(daemon.connect()?);
+    let config = daemon.config.clone();
+    // A thread of its own with the mask the bench started with: the pinned
+    // client above is not how a user's program runs.
+    let (d_rtts, d_async) = std::thread::spawn(move || -> Result<(Vec<u64>, f64), String> {
+        crate::sys::set_affinity(&mask).map_err(|e| e.to_string())?;
+        let c = connect_to(&config)?;
+        let mut r = sync_rtts(&c, 20_000)?;
+        r.sort_unstable();
+        let rate = pipelined(&c, &PING, window, Duration::from_secs(2))?;
+        Ok((r, rate))
+    })
+    .join()
+    .map_err(|_| "a bench client panicked".to_string())??;
+    drop(daemon);
     let report = LocalReport {
         rtt_p50_ns: percentile(&rtts, 0.5),
         rtt_p99_ns: percentile(&rtts, 0.99),
@@ -405,6 +434,11 @@ pub fn local() -> Result<LocalReport, String> {
         workers,
         window,
         rtt_samples: samples,
+        default_config_rtt_p50_ns: percentile(&d_rtts, 0.5),
+        default_config_rtt_p99_ns: percentile(&d_rtts, 0.99),
+        default_config_async_tasks_per_s: d_async,
+        default_config_workers: default_workers,
+        default_config_lane_policy: defaults.performance.lane_map_policy.to_string(),
     };
     Ok(report)
 }

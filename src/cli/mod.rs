@@ -297,14 +297,18 @@ pub fn main_with_registry(
         Command::Bench(BenchCommand::Local { json }) => {
             report_bench(crate::bench::local(), json, |r| {
                 format!(
-                    "rtt p50 {} ns p99 {} ns | floor p50 {} ns ({:.2}x) | async {:.0} tasks/s | {} clients {:.0} tasks/s",
+                    "rtt p50 {} ns p99 {} ns | floor p50 {} ns ({:.2}x) | async {:.0} tasks/s | {} clients {:.0} tasks/s | defaults ({} workers, {}): rtt p50 {} ns, async {:.0} tasks/s",
                     r.rtt_p50_ns,
                     r.rtt_p99_ns,
                     r.floor_rtt_ns,
                     r.rtt_over_floor,
                     r.async_tasks_per_s,
                     r.clients,
-                    r.multi_client_tasks_per_s
+                    r.multi_client_tasks_per_s,
+                    r.default_config_workers,
+                    r.default_config_lane_policy,
+                    r.default_config_rtt_p50_ns,
+                    r.default_config_async_tasks_per_s
                 )
             })
         }

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// How many consecutive tasks of one client `round_robin` gives a lane
+/// before it moves to the next.
+pub const ROUND_ROBIN_RUN: u32 = 64;
+
 impl Client {
     pub(crate) fn pick_lane(&self) -> u32 {
         let n = self.inner.view.lanes.len() as u32;
@@ -14,12 +18,20 @@ impl Client {
                 ((h >> 32) % u64::from(n)) as u32
             }
             _ => {
+                // Round robin by runs of ROUND_ROBIN_RUN tasks, not task by
+                // task: a worker that just ran this client's task is still
+                // polling its lane, while the next lane's worker has gone
+                // to sleep (and, with more workers than cores, each awake
+                // one takes a core from the client). A synchronous client
+                // thus pays one wake-up per run, not one per task; a
+                // pipelining one still spreads, a run to each lane.
+                //
                 // Racy on purpose: threads of one process sharing a counter
                 // only need to spread, not to count; a locked add per task
                 // would cost more than a lane choice is worth.
                 let next = self.inner.rr.load(Ordering::Relaxed);
                 self.inner.rr.store(next.wrapping_add(1), Ordering::Relaxed);
-                next % n
+                (next / ROUND_ROBIN_RUN) % n
             }
         }
     }
