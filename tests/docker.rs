@@ -498,6 +498,7 @@ fn compose_cluster_of_three_healthy_nodes() {
 
     // The cluster transport across the containers, on the cluster that is
     // already up: bringing it up is the slow part.
+    bench_runs_inside_a_cluster_node(&nodes[0]);
     cluster_pings_peers_and_marks_a_stopped_node_down(&nodes, &net);
 
     let down = project
@@ -565,6 +566,39 @@ fn cluster_diagnostics(nodes: &[String]) -> String {
         );
     }
     out
+}
+
+/// The bench works inside a container as on a host: its own daemons on a
+/// configuration of its own, whatever CHI_* variables (CHI_HOSTFILE, the
+/// run directory, the ports) the container sets for the node's daemon,
+/// and without touching that daemon.
+fn bench_runs_inside_a_cluster_node(node: &str) {
+    let before = status_json(&[node.to_string()], node);
+    for bench in ["local", "remote"] {
+        let r = chimaera_in(node, 180, &["bench", bench, "--json"]);
+        assert!(r.ok(), "bench {bench} in {node}: {}", r.describe());
+        let v: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("bench {bench} printed no JSON ({e}): {}", r.stdout));
+        assert!(v["rtt_p50_ns"].as_u64().unwrap_or(0) > 0, "{v}");
+    }
+    let after = status_json(&[node.to_string()], node);
+    assert_eq!(
+        before["pid"], after["pid"],
+        "the node's daemon is the same one"
+    );
+    let left = run(
+        30,
+        &[
+            "docker",
+            "exec",
+            node,
+            "sh",
+            "-c",
+            "ls /dev/shm | grep -c chibench || true",
+        ],
+    )
+    .expect_ok();
+    assert_eq!(left.stdout.trim(), "0", "the bench left segments behind");
 }
 
 /// `docker exec <node> chimaera <args…>`, with a time limit.
