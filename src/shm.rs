@@ -27,7 +27,7 @@ use crate::sys::{self, LockState};
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
     #[error(
-        "already running (pid {pid}): segment {segment} is held by a live runtime; stop it first (`chimaera stop`) or give this one other segment names"
+        "already running (pid {pid}): segment {segment} is held by a live runtime; stop it first or give this one other segment names"
     )]
     AlreadyRunning { pid: u32, segment: String },
     #[error(

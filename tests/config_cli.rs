@@ -357,3 +357,66 @@ fn keys_lists_every_key_with_its_variable_and_default() {
     assert!(text.contains("workers.sched_threads\tCHI_SCHED_WORKERS\t8\t"));
     assert!(text.contains("memory.shm_size\tCHI_SHM_SIZE\t2147483648\t"));
 }
+
+/// A runtime started with `--set` is found by every subcommand given the
+/// same `--set`; without it, `status` lists it among the other runtimes of
+/// the run directory, and the hints repeat the options the user gave.
+#[test]
+fn every_client_subcommand_finds_a_runtime_started_with_set() {
+    let node = Node::new("setrun");
+    let main = format!("{}_other", node.segment_names()[0]);
+    let set = format!("shared_memory.main_segment_name={main}");
+    let with = |args: &[&str]| {
+        let mut all = vec!["--set", set.as_str()];
+        all.extend_from_slice(args);
+        node.output(&all)
+    };
+    let mut child = node
+        .chimaera(&["run", "--set", &set])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while with(&["status"]).status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never found: {}",
+            node.log()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for args in [
+        vec!["ping", "-q"],
+        vec!["pool", "list"],
+        vec!["call", "admin", "0"],
+        vec!["config", "show"],
+    ] {
+        let out = with(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    }
+    // Without the --set: not this configuration's runtime, but named.
+    let plain = node.output(&["status"]);
+    assert_eq!(plain.status.code(), Some(3), "{plain:?}");
+    let said = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        said.contains(&format!("{main} (pid {}", child.id())),
+        "{said}"
+    );
+    assert!(
+        said.contains(&node.config_path().display().to_string()),
+        "{said}"
+    );
+    // A second start with the same options is told how to stop the first.
+    let again = node.chimaera(&["--set", &set, "run"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains(&format!("`chimaera --set {set} stop`")),
+        "the hint repeats --set: {err}"
+    );
+    let stop = with(&["stop", "--timeout", "10"]);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -43,6 +43,11 @@ pub struct Cli {
     /// /etc/chimaera/chimaera_config.yaml when present, else built-in defaults).
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Override a key, highest precedence: --set workers.sched_threads=4.
+    /// Every subcommand that reaches a runtime takes the --config and --set
+    /// it was started with, to find it.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,11 +134,7 @@ enum Command {
 }
 
 #[derive(Args, Debug, Default)]
-pub struct RunArgs {
-    /// Override a key, highest precedence: --set workers.sched_threads=4
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
-}
+pub struct RunArgs {}
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
@@ -202,14 +203,9 @@ enum ConfigCommand {
     Check {
         /// The file to check (default: as for `run`).
         file: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
     },
     /// Print the effective configuration (after the environment) as YAML.
-    Show {
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-    },
+    Show,
     /// List every key: name, environment variable, default, meaning (tab-separated).
     Keys,
 }
@@ -245,9 +241,9 @@ pub fn main_with_registry(
         }
     };
     if matches!(cli.command, Command::Bench(_)) {
-        if cli.config.is_some() {
+        if cli.config.is_some() || !cli.sets.is_empty() {
             eprintln!(
-                "chimaera: bench runs daemons of its own, on a configuration of its own: --config is not used"
+                "chimaera: bench runs daemons of its own, on a configuration of its own: --config and --set are not used"
             );
             return exit::USAGE;
         }
@@ -258,25 +254,23 @@ pub fn main_with_registry(
         // subcommand quietly (exit 141, as for any Unix tool).
         crate::sys::default_sigpipe();
     }
-    let opts = |sets: Vec<String>| LoadOptions {
+    let opts = || LoadOptions {
         config_path: cli.config.clone(),
-        sets,
+        sets: cli.sets.clone(),
         ..LoadOptions::default()
     };
     match cli.command {
-        Command::Run(args) => service::run(opts(args.sets), registry),
-        Command::Stop(args) => stop(&opts(Vec::new()), Duration::from_secs(args.timeout)),
-        Command::Status { json, timeout } => {
-            status(&opts(Vec::new()), json, Duration::from_secs(timeout))
-        }
-        Command::Config(ConfigCommand::Check { file, sets }) => {
-            let mut o = opts(sets);
+        Command::Run(_) => service::run(opts(), registry),
+        Command::Stop(args) => stop(&opts(), Duration::from_secs(args.timeout)),
+        Command::Status { json, timeout } => status(&opts(), json, Duration::from_secs(timeout)),
+        Command::Config(ConfigCommand::Check { file }) => {
+            let mut o = opts();
             if file.is_some() {
                 o.config_path = file;
             }
             config_check(&o, &registry.modules())
         }
-        Command::Config(ConfigCommand::Show { sets }) => config_show(&opts(sets)),
+        Command::Config(ConfigCommand::Show) => config_show(&opts()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -342,7 +336,7 @@ pub fn main_with_registry(
                 )
             })
         }
-        Command::Pool(cmd) => pool(&opts(Vec::new()), cmd),
+        Command::Pool(cmd) => pool(&opts(), cmd),
         Command::Module(ModuleCommand::Check { file }) => {
             tasks::module_check(&file, &registry.taken_names())
         }
@@ -354,7 +348,7 @@ pub fn main_with_registry(
             node,
             timeout,
         } => tasks::call(
-            &opts(Vec::new()),
+            &opts(),
             tasks::CallArgs {
                 pool,
                 method,
@@ -380,7 +374,7 @@ pub fn main_with_registry(
                 (None, false, false) => PingTarget::Local,
             };
             let limit = Duration::from_secs(timeout);
-            ping(&opts(Vec::new()), count, target, json, quiet, limit)
+            ping(&opts(), count, target, json, quiet, limit)
         }
         Command::Config(ConfigCommand::Keys) => {
             let defaults = config::Config::default();

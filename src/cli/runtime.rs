@@ -74,18 +74,61 @@ pub(super) fn find_runtime(loc: &Locator, env: &Env) -> Result<Found, String> {
     }
 }
 
-pub(super) fn not_running_message(found: &Found) -> String {
+/// Live runtimes whose discovery files lie in `dirs`, but for the one
+/// with main segment `except`: (main segment, pid, config).
+pub(super) fn other_runtimes(dirs: &[PathBuf], except: &str) -> Vec<(String, u32, String)> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let Ok(d) = discovery::read(&path) else {
+                continue;
+            };
+            if d.segments.main != except && crate::sys::pid_alive(d.pid) {
+                found.push((d.segments.main, d.pid, d.config));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+pub(super) fn not_running_message(found: &Found, loc: &Locator, opts: &LoadOptions) -> String {
     match found {
-        Found::Nowhere { searched } => format!(
-            "chimaera is not running (no discovery file in {})",
-            searched
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Found::Nowhere { searched } => {
+            let mut m = format!(
+                "not running: no runtime on this configuration (no discovery file for segment {} in {})",
+                loc.names.main,
+                searched
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let others = other_runtimes(searched, &loc.names.main);
+            if !others.is_empty() {
+                m.push_str("; other runtimes there: ");
+                let list: Vec<String> = others
+                    .iter()
+                    .map(|(name, pid, config)| format!("{name} (pid {pid}, config {config})"))
+                    .collect();
+                m.push_str(&list.join(", "));
+                m.push_str(&format!(
+                    "; name one with the --config and --set it was started with (`{}`)",
+                    opts.command_line("status")
+                ));
+            }
+            m
+        }
         Found::Stale { path, disc } => format!(
-            "chimaera is not running (stale discovery file {} from pid {}, which is gone; the next start reclaims its segments)",
+            "not running: a stale discovery file {} is from pid {}, which is gone (the next start reclaims its segments)",
             path.display(),
             disc.pid
         ),
@@ -93,7 +136,8 @@ pub(super) fn not_running_message(found: &Found) -> String {
             segment,
             previous_pid,
         } => format!(
-            "chimaera is starting: a runtime holds {segment} but has not published itself yet (the discovery file is from pid {previous_pid}); try again in a moment"
+            "a runtime is starting: it holds {segment} but has not published itself yet (the discovery file is from pid {previous_pid}); try `{}` again in a moment",
+            opts.command_line("status")
         ),
         Found::Running { .. } => unreachable!("only called when not running"),
     }
@@ -133,7 +177,7 @@ pub(super) fn status(opts: &LoadOptions, json: bool, limit: Duration) -> u8 {
                     "stale_pid": stale_pid, "discovery_file": file, "main_segment": loaded.names.main})
             );
         } else {
-            println!("{}", not_running_message(&found));
+            println!("{}", not_running_message(&found, &loaded, opts));
         }
         return exit::NOT_RUNNING;
     };
@@ -235,12 +279,12 @@ pub(super) fn status(opts: &LoadOptions, json: bool, limit: Duration) -> u8 {
 }
 
 pub(super) fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
-    let found = match locate(opts, exit::UNAVAILABLE) {
-        Ok((_, f)) => f,
+    let (loc, found) = match locate(opts, exit::UNAVAILABLE) {
+        Ok(f) => f,
         Err(code) => return code,
     };
     let Found::Running { path, disc, main } = found else {
-        eprintln!("chimaera: {}", not_running_message(&found));
+        eprintln!("chimaera: {}", not_running_message(&found, &loc, opts));
         return exit::NOT_RUNNING;
     };
     // The admin pool's stop is the runtime's own graceful path and works for

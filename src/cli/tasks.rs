@@ -14,9 +14,9 @@ pub(super) enum PingTarget {
 
 /// A client of the running runtime, or the exit code that says why not.
 pub(super) fn connect_running(opts: &LoadOptions) -> Result<Client, u8> {
-    let (_, found) = locate(opts, exit::UNAVAILABLE)?;
+    let (loc, found) = locate(opts, exit::UNAVAILABLE)?;
     let Found::Running { path, disc, .. } = found else {
-        eprintln!("chimaera: {}", not_running_message(&found));
+        eprintln!("chimaera: {}", not_running_message(&found, &loc, opts));
         return Err(exit::NOT_RUNNING);
     };
     Client::connect_discovery(path, disc).map_err(|e| {

@@ -262,6 +262,11 @@ pub fn run(opts: LoadOptions, mut registry: crate::engine::pools::Registry) -> u
         Access { gid },
     ) {
         Ok(s) => s,
+        Err(e @ crate::shm::ShmError::AlreadyRunning { .. }) => {
+            // The hint names the runtime as the user did, so that it works.
+            error!(log, "{} (`{}`)", e, opts.command_line("stop"));
+            return exit::UNAVAILABLE;
+        }
         Err(e) => {
             error!(log, "{}", e);
             return exit::UNAVAILABLE;

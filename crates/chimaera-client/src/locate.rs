@@ -91,6 +91,24 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// The `chimaera` command line that names the runtime these options
+    /// describe: what a hint tells the user to run, with the options they
+    /// gave (`chimaera --config F --set K=V stop`).
+    pub fn command_line(&self, subcommand: &str) -> String {
+        let mut line = String::from("chimaera");
+        if let Some(c) = &self.config_path {
+            line.push_str(&format!(" --config {}", c.display()));
+        }
+        for s in &self.sets {
+            line.push_str(&format!(" --set {s}"));
+        }
+        line.push(' ');
+        line.push_str(subcommand);
+        line
+    }
+}
+
 /// Where a named file came from, for an error that says which to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOrigin {
