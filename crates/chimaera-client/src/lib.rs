@@ -102,7 +102,9 @@ pub enum ClientError {
     /// The task's node is down, unknown or unreachable ("node unavailable: ...").
     #[error("{0}")]
     NodeUnavailable(String),
-    #[error("the module failed the task (status {status}): {message}")]
+    /// The task ran and its module (or the engine, for a bad input) failed
+    /// it: `status` is the record's status code, `message` its reason.
+    #[error("{}", task_failure(*status, message))]
     Module { status: i32, message: String },
     #[error("not allowed to use the runtime: {0}")]
     PermissionDenied(String),
@@ -112,6 +114,25 @@ pub enum ClientError {
     Config(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// A failed task in words: the reason, prefixed only where the reason does
+/// not say what kind of failure it is.
+fn task_failure(status: i32, message: &str) -> String {
+    use chimaera_proto::record::status as st;
+    let kind = match status {
+        st::NO_SUCH_METHOD => "no such method",
+        st::BAD_INPUT => "bad input",
+        st::TIMED_OUT => "timed out",
+        _ => "task failed",
+    };
+    if message.is_empty() {
+        kind.to_string()
+    } else if message.starts_with(kind) || status == st::NO_SUCH_METHOD {
+        message.to_string()
+    } else {
+        format!("{kind}: {message}")
+    }
 }
 
 /// A task to submit: its pool, method, input bytes and where it runs.
