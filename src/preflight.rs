@@ -88,6 +88,16 @@ impl Refused {
         }
     }
 
+    /// The problems as JSON objects (key, origin, message).
+    pub fn to_json(&self) -> Vec<serde_json::Value> {
+        match self {
+            Refused::Config(errors) => errors.0.iter().map(|p| p.to_json()).collect(),
+            Refused::Unavailable(e) => vec![serde_json::json!({
+                "key": e.key(), "origin": "check", "message": e.to_string()
+            })],
+        }
+    }
+
     /// What `run` and `config check` both print, a line each.
     pub fn lines(&self) -> Vec<String> {
         match self {
@@ -128,6 +138,19 @@ pub enum ListenError {
         "cannot serve metrics on {addr} (monitoring.metrics_port, monitoring.metrics_address): {source}"
     )]
     MetricsBind { addr: SocketAddr, source: io::Error },
+}
+
+impl ListenError {
+    /// The key to change.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ListenError::ZmqPortInUse { .. } | ListenError::ZmqBind { .. } => "network.zmq_port",
+            ListenError::MetricsPortInUse { .. } | ListenError::MetricsBind { .. } => {
+                "monitoring.metrics_port"
+            }
+            ListenError::MetricsNotLocal { .. } => "monitoring.metrics_address",
+        }
+    }
 }
 
 /// The metrics endpoint's listener, or why not: the probe and the endpoint

@@ -420,3 +420,127 @@ fn every_client_subcommand_finds_a_runtime_started_with_set() {
     assert_eq!(stop.status.code(), Some(0), "{stop:?}");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `--json` on config check/show, pool create/destroy, stop and reload, and
+/// errors in JSON mode as JSON on stdout with a non-zero exit.
+#[test]
+fn json_output_and_errors_and_reload() {
+    let mut node = Node::new("jsonall");
+    let ok = node.output(&["config", "check", "--json"]);
+    assert_eq!(ok.status.code(), Some(0));
+    let v = json_of(&ok);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["zmq_port"], node.port, "{v}");
+    let bad = node
+        .chimaera(&["config", "check", "--json"])
+        .env("CHI_SCHED_WORKERS", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(78));
+    let v = json_of(&bad);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["key"], "workers.sched_threads", "{v}");
+    assert_eq!(
+        v["problems"][0]["origin"], "environment CHI_SCHED_WORKERS",
+        "{v}"
+    );
+    let show = json_of(&node.output(&["config", "show", "--json"]));
+    assert_eq!(show["network"]["zmq_port"], node.port, "{show}");
+    // Not running: the error is JSON too.
+    let none = node.output(&["ping", "--json"]);
+    assert_eq!(none.status.code(), Some(3));
+    assert!(
+        json_of(&none)["error"]
+            .as_str()
+            .unwrap()
+            .contains("not running")
+    );
+
+    let d = node.spawn(&[]);
+    node.wait_running(d);
+    let made = node.output(&[
+        "pool",
+        "create",
+        "ram0",
+        "bdev",
+        "--params",
+        r#"{"kind":"ram","size":"1M"}"#,
+        "--json",
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let p = json_of(&made);
+    assert_eq!(
+        (p["name"].as_str(), p["module"].as_str()),
+        (Some("ram0"), Some("bdev"))
+    );
+    let refused = node.output(&["pool", "create", "x", "nosuch", "--json"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        json_of(&refused)["error"]
+            .as_str()
+            .unwrap()
+            .contains("nosuch")
+    );
+    let gone = json_of(&node.output(&["pool", "destroy", "ram0", "--json"]));
+    assert_eq!(gone["id"], p["id"]);
+
+    // reload: what was applied, what needs a restart, what was refused.
+    let text = std::fs::read_to_string(node.config_path()).unwrap();
+    std::fs::write(
+        node.config_path(),
+        text.replace("level: info", "level: debug").replace(
+            &format!("zmq_port: {}", node.port),
+            &format!("zmq_port: {}", node.port + 1),
+        ),
+    )
+    .unwrap();
+    let r = node.output(&["reload"]);
+    assert_eq!(r.status.code(), Some(0), "{r:?}");
+    let said = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        said.contains("applied: logging.level = debug (was info)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("needs a restart: network.zmq_port changed"),
+        "{said}"
+    );
+    // Still naming the same runtime (segments, run directory), but wrong.
+    std::fs::write(
+        node.config_path(),
+        format!("{text}workers:\n  sched_threads: lots\n"),
+    )
+    .unwrap();
+    let r = node.output(&["reload", "--json"]);
+    assert_eq!(r.status.code(), Some(78), "{r:?}");
+    let v = json_of(&r);
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["refused"][0]
+            .as_str()
+            .unwrap()
+            .contains("workers.sched_threads"),
+        "{v}"
+    );
+    assert_eq!(v["seq"], 2);
+    std::fs::write(node.config_path(), text).unwrap();
+    let stop = node.output(&["stop", "--json"]);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    let v = json_of(&stop);
+    assert_eq!(v["stopped"], true);
+    assert_eq!(v["pid"], node.pid(d));
+    assert_eq!(
+        node.wait_exit(d, std::time::Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}

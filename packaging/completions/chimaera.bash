@@ -40,6 +40,9 @@ _chimaera() {
             chimaera,pool)
                 cmd="chimaera__subcmd__pool"
                 ;;
+            chimaera,reload)
+                cmd="chimaera__subcmd__reload"
+                ;;
             chimaera,run)
                 cmd="chimaera__subcmd__run"
                 ;;
@@ -120,6 +123,9 @@ _chimaera() {
                 ;;
             chimaera__subcmd__help,pool)
                 cmd="chimaera__subcmd__help__subcmd__pool"
+                ;;
+            chimaera__subcmd__help,reload)
+                cmd="chimaera__subcmd__help__subcmd__reload"
                 ;;
             chimaera__subcmd__help,run)
                 cmd="chimaera__subcmd__help__subcmd__run"
@@ -203,7 +209,7 @@ _chimaera() {
 
     case "${cmd}" in
         chimaera)
-            opts="-c -h -V --config --set --help --version run stop status config bench pool completions module call ping help"
+            opts="-c -h -V --config --set --help --version run stop reload status config bench pool completions module call ping help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -489,7 +495,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__config__subcmd__check)
-            opts="-c -h --config --set --help"
+            opts="-c -h --json --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -611,7 +617,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__config__subcmd__show)
-            opts="-c -h --config --set --help"
+            opts="-c -h --json --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -637,7 +643,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__help)
-            opts="run stop status config bench pool completions module call ping help"
+            opts="run stop reload status config bench pool completions module call ping help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -902,6 +908,20 @@ _chimaera() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chimaera__subcmd__help__subcmd__reload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chimaera__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1107,7 +1127,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__pool__subcmd__create)
-            opts="-c -h --params --config --set --help"
+            opts="-c -h --params --json --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1137,7 +1157,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__pool__subcmd__destroy)
-            opts="-c -h --config --set --help"
+            opts="-c -h --json --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1258,6 +1278,36 @@ _chimaera() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chimaera__subcmd__reload)
+            opts="-c -h --json --timeout --config --set --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --set)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chimaera__subcmd__run)
             opts="-c -h --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1315,7 +1365,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__stop)
-            opts="-c -h --timeout --config --set --help"
+            opts="-c -h --timeout --json --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -30,6 +30,7 @@ complete -c chimaera -n "__fish_chimaera_needs_command" -s h -l help -d 'Print h
 complete -c chimaera -n "__fish_chimaera_needs_command" -s V -l version -d 'Print version'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "run" -d 'Run the runtime daemon in the foreground'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "stop" -d 'Stop the running runtime and wait until it is gone'
+complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "reload" -d 'Make the runtime re-read its configuration (SIGHUP) and print what it applied, what needs a restart, or why it refused the new one'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "status" -d 'Tell whether the runtime runs (exit 0) or not (exit 3)'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "config" -d 'Check, show or list the configuration'
 complete -c chimaera -n "__fish_chimaera_needs_command" -f -a "bench" -d 'Measure the runtime against this machine\'s floor (starts its own daemon)'
@@ -45,7 +46,13 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand run" -s h -l help -d '
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -l timeout -d 'Seconds to wait for the runtime to finish' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -l json -d 'Print what was done as one JSON object'
 complete -c chimaera -n "__fish_chimaera_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c chimaera -n "__fish_chimaera_using_subcommand reload" -l timeout -d 'Seconds to wait for the runtime\'s report' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand reload" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
+complete -c chimaera -n "__fish_chimaera_using_subcommand reload" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand reload" -l json -d 'Print the runtime\'s report as one JSON object'
+complete -c chimaera -n "__fish_chimaera_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand status" -l timeout -d 'Seconds to wait for the runtime\'s answer; exit 75 ("not responding") past them' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand status" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand status" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
@@ -60,9 +67,11 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand config; and not __fish
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and not __fish_seen_subcommand_from check show keys help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from check" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from check" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from check" -l json -d 'Print the result as one JSON object: the summary, or the problems (key, origin, message)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from show" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from show" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from show" -l json -d 'As one JSON object instead'
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from keys" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand config; and __fish_seen_subcommand_from keys" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
@@ -108,9 +117,11 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from create" -l params -d 'The module\'s parameters, JSON (e.g. \'{"kind":"ram","size":"64M"}\' for bdev)' -r
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from create" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from create" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from create" -l json -d 'Print the pool as one JSON object'
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from destroy" -s c -l config -d 'Configuration file (default: $CHI_SERVER_CONF, else /etc/chimaera/chimaera_config.yaml when present, else built-in defaults)' -r -F
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from destroy" -l set -d 'Override a key, highest precedence: --set workers.sched_threads=4. Every subcommand that reaches a runtime takes the --config and --set it was started with, to find it' -r
+complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from destroy" -l json -d 'Print the destroyed pool as one JSON object'
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from destroy" -s h -l help -d 'Print help'
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the pools: id, name, module'
 complete -c chimaera -n "__fish_chimaera_using_subcommand pool; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a pool, or find the one of that name, module and params (get-or-create)'
@@ -145,17 +156,18 @@ complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l broadcast -d 
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -l json -d 'Print one JSON object'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s q -l quiet -d 'Print only the summary'
 complete -c chimaera -n "__fish_chimaera_using_subcommand ping" -s h -l help -d 'Print help'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "run" -d 'Run the runtime daemon in the foreground'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "stop" -d 'Stop the running runtime and wait until it is gone'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "status" -d 'Tell whether the runtime runs (exit 0) or not (exit 3)'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "config" -d 'Check, show or list the configuration'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "bench" -d 'Measure the runtime against this machine\'s floor (starts its own daemon)'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "pool" -d 'Create, destroy or list the runtime\'s pools'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "completions" -d 'Print the shell completion script for bash, zsh or fish (the .deb installs them)'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "module" -d 'Plugin module libraries: check one as the daemon would load it'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "call" -d 'Run a method of a pool (any module\'s) and print its output'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "ping" -d 'Send admin no-op tasks to the runtime (or through it to other nodes) and print their round trips'
-complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop status config bench pool completions module call ping help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "run" -d 'Run the runtime daemon in the foreground'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "stop" -d 'Stop the running runtime and wait until it is gone'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "reload" -d 'Make the runtime re-read its configuration (SIGHUP) and print what it applied, what needs a restart, or why it refused the new one'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "status" -d 'Tell whether the runtime runs (exit 0) or not (exit 3)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "config" -d 'Check, show or list the configuration'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "bench" -d 'Measure the runtime against this machine\'s floor (starts its own daemon)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "pool" -d 'Create, destroy or list the runtime\'s pools'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "completions" -d 'Print the shell completion script for bash, zsh or fish (the .deb installs them)'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "module" -d 'Plugin module libraries: check one as the daemon would load it'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "call" -d 'Run a method of a pool (any module\'s) and print its output'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "ping" -d 'Send admin no-op tasks to the runtime (or through it to other nodes) and print their round trips'
+complete -c chimaera -n "__fish_chimaera_using_subcommand help; and not __fish_seen_subcommand_from run stop reload status config bench pool completions module call ping help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate exactly as the daemon does (file, CHI_* environment, /dev/shm); exit 78 on problems'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print the effective configuration (after the environment) as YAML'
 complete -c chimaera -n "__fish_chimaera_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "keys" -d 'List every key: name, environment variable, default, meaning (tab-separated)'

@@ -6,8 +6,27 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
+/// An error line: "chimaera: ..." on stderr, or, when the subcommand was
+/// asked for JSON, `{"error": "..."}` on stdout, so that a script reading
+/// the JSON gets the reason too (the exit code is non-zero either way).
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        $crate::cli::fail_line(&format!($($arg)*))
+    };
+}
+
 mod runtime;
 mod tasks;
+
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn fail_line(message: &str) {
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("{}", serde_json::json!({ "error": message }));
+    } else {
+        eprintln!("chimaera: {message}");
+    }
+}
 
 use runtime::{status, stop};
 use tasks::{PingTarget, ping, pool};
@@ -58,6 +77,16 @@ enum Command {
     Run(RunArgs),
     /// Stop the running runtime and wait until it is gone.
     Stop(StopArgs),
+    /// Make the runtime re-read its configuration (SIGHUP) and print what
+    /// it applied, what needs a restart, or why it refused the new one.
+    Reload {
+        /// Print the runtime's report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the runtime's report.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Tell whether the runtime runs (exit 0) or not (exit 3).
     Status {
         /// Print one JSON object.
@@ -141,6 +170,9 @@ pub struct StopArgs {
     /// Seconds to wait for the runtime to finish.
     #[arg(long, default_value_t = service::DEFAULT_STOP_TIMEOUT.as_secs())]
     timeout: u64,
+    /// Print what was done as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,11 +214,17 @@ enum PoolCommand {
         /// The module's parameters, JSON (e.g. '{"kind":"ram","size":"64M"}' for bdev).
         #[arg(long, default_value = "")]
         params: String,
+        /// Print the pool as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Destroy a pool, named by name or by id.
     Destroy {
         /// A pool name, or its id (a number).
         pool: String,
+        /// Print the destroyed pool as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -203,9 +241,17 @@ enum ConfigCommand {
     Check {
         /// The file to check (default: as for `run`).
         file: Option<PathBuf>,
+        /// Print the result as one JSON object: the summary, or the
+        /// problems (key, origin, message).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the effective configuration (after the environment) as YAML.
-    Show,
+    Show {
+        /// As one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// List every key: name, environment variable, default, meaning (tab-separated).
     Keys,
 }
@@ -240,10 +286,29 @@ pub fn main_with_registry(
             };
         }
     };
+    let json = match &cli.command {
+        Command::Status { json, .. }
+        | Command::Reload { json, .. }
+        | Command::Ping { json, .. }
+        | Command::Stop(StopArgs { json, .. })
+        | Command::Config(ConfigCommand::Check { json, .. } | ConfigCommand::Show { json })
+        | Command::Pool(
+            PoolCommand::List { json }
+            | PoolCommand::Create { json, .. }
+            | PoolCommand::Destroy { json, .. },
+        )
+        | Command::Bench(
+            BenchCommand::Local { json }
+            | BenchCommand::Remote { json }
+            | BenchCommand::Bdev { json },
+        ) => *json,
+        _ => false,
+    };
+    JSON_ERRORS.store(json, std::sync::atomic::Ordering::Relaxed);
     if matches!(cli.command, Command::Bench(_)) {
         if cli.config.is_some() || !cli.sets.is_empty() {
-            eprintln!(
-                "chimaera: bench runs daemons of its own, on a configuration of its own: --config and --set are not used"
+            fail!(
+                "bench runs daemons of its own, on a configuration of its own: --config and --set are not used"
             );
             return exit::USAGE;
         }
@@ -261,16 +326,19 @@ pub fn main_with_registry(
     };
     match cli.command {
         Command::Run(_) => service::run(opts(), registry),
-        Command::Stop(args) => stop(&opts(), Duration::from_secs(args.timeout)),
+        Command::Stop(args) => stop(&opts(), Duration::from_secs(args.timeout), args.json),
+        Command::Reload { json, timeout } => {
+            runtime::reload(&opts(), json, Duration::from_secs(timeout))
+        }
         Command::Status { json, timeout } => status(&opts(), json, Duration::from_secs(timeout)),
-        Command::Config(ConfigCommand::Check { file }) => {
+        Command::Config(ConfigCommand::Check { file, json }) => {
             let mut o = opts();
             if file.is_some() {
                 o.config_path = file;
             }
-            config_check(&o, &registry.modules())
+            config_check(&o, &registry.modules(), json)
         }
-        Command::Config(ConfigCommand::Show) => config_show(&opts()),
+        Command::Config(ConfigCommand::Show { json }) => config_show(&opts(), json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -407,25 +475,52 @@ pub fn compat_main(subcommand: &str) -> u8 {
 
 fn load_or_report(opts: &LoadOptions, env: &Env) -> Result<Loaded, u8> {
     crate::preflight::load(opts, env).map_err(|errors| {
-        service::report_config_errors(&errors);
+        for p in &errors.0 {
+            fail!("configuration error: {p}");
+        }
         exit::CONFIG
     })
 }
 
-fn config_check(opts: &LoadOptions, modules: &[std::sync::Arc<dyn chimaera_module::Module>]) -> u8 {
+fn config_check(
+    opts: &LoadOptions,
+    modules: &[std::sync::Arc<dyn chimaera_module::Module>],
+    json: bool,
+) -> u8 {
     let env = Env::from_process();
     match crate::preflight::load_and_check(opts, &env, modules) {
         Ok(crate::preflight::Checked { loaded, plugins }) => {
+            let c = &loaded.config;
+            if json {
+                let modules: Vec<serde_json::Value> = plugins
+                    .iter()
+                    .map(|p| {
+                        let l = p.library();
+                        serde_json::json!({"name": l.name, "version": l.version,
+                            "file": l.file.display().to_string()})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "source": loaded.source.to_string(),
+                        "workers": c.workers.sched_threads,
+                        "segments_bytes": c.total_segment_size(),
+                        "shm_size": c.memory.shm_size, "zmq_port": c.network.zmq_port,
+                        "node_id": loaded.node_id, "nodes": loaded.hosts.len().max(1),
+                        "modules": modules, "warnings": loaded.warnings})
+                );
+                return exit::OK;
+            }
             for w in &loaded.warnings {
                 eprintln!("chimaera: warning: {w}");
             }
             println!(
                 "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}, node {} of {}",
                 loaded.source,
-                loaded.config.workers.sched_threads,
-                human(loaded.config.total_segment_size()),
-                human(loaded.config.memory.shm_size),
-                loaded.config.network.zmq_port,
+                c.workers.sched_threads,
+                human(c.total_segment_size()),
+                human(c.memory.shm_size),
+                c.network.zmq_port,
                 loaded.node_id,
                 loaded.hosts.len().max(1)
             );
@@ -435,16 +530,28 @@ fn config_check(opts: &LoadOptions, modules: &[std::sync::Arc<dyn chimaera_modul
             }
             exit::OK
         }
-        Err(errors) => {
-            service::report_refusal(&errors);
-            errors.exit_code()
+        Err(refused) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "exit_code": refused.exit_code(),
+                        "problems": refused.to_json()})
+                );
+            } else {
+                service::report_refusal(&refused);
+            }
+            refused.exit_code()
         }
     }
 }
 
-fn config_show(opts: &LoadOptions) -> u8 {
+fn config_show(opts: &LoadOptions, json: bool) -> u8 {
     let env = Env::from_process();
     match load_or_report(opts, &env) {
+        Ok(loaded) if json => {
+            println!("{}", config::to_json(&loaded));
+            exit::OK
+        }
         Ok(loaded) => {
             print!("{}", config::to_yaml(&loaded));
             exit::OK
@@ -470,7 +577,7 @@ fn report_bench<R: serde::Serialize>(
             exit::OK
         }
         Err(e) => {
-            eprintln!("chimaera: bench failed: {e}");
+            fail!("bench failed: {e}");
             exit::SOFTWARE
         }
     }

@@ -150,11 +150,11 @@ pub(super) fn not_running_message(found: &Found, loc: &Locator, opts: &LoadOptio
 pub(super) fn locate(opts: &LoadOptions, lookup_failed: u8) -> Result<(Locator, Found), u8> {
     let env = Env::from_process();
     let loc = Locator::load(opts, &env).map_err(|e| {
-        eprintln!("chimaera: configuration error: {e}");
+        fail!("configuration error: {e}");
         exit::CONFIG
     })?;
     let found = find_runtime(&loc, &env).map_err(|e| {
-        eprintln!("chimaera: {e}");
+        fail!("{e}");
         lookup_failed
     })?;
     Ok((loc, found))
@@ -278,37 +278,41 @@ pub(super) fn status(opts: &LoadOptions, json: bool, limit: Duration) -> u8 {
     exit::OK
 }
 
-pub(super) fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
+pub(super) fn stop(opts: &LoadOptions, timeout: Duration, json: bool) -> u8 {
     let (loc, found) = match locate(opts, exit::UNAVAILABLE) {
         Ok(f) => f,
         Err(code) => return code,
     };
     let Found::Running { path, disc, main } = found else {
-        eprintln!("chimaera: {}", not_running_message(&found, &loc, opts));
+        fail!("{}", not_running_message(&found, &loc, opts));
         return exit::NOT_RUNNING;
     };
     // The admin pool's stop is the runtime's own graceful path and works for
     // any user allowed to submit tasks; a signal is the fallback.
     // The whole stop, the request included, within `timeout`: a frozen
     // runtime does not take the admin request, and gets the signal.
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let via_admin = Client::connect_discovery(path, disc.clone())
         .and_then(|c| c.stop_runtime_timeout(timeout.min(Duration::from_secs(5))));
+    let how = if via_admin.is_ok() {
+        "admin"
+    } else {
+        "SIGTERM"
+    };
     if let Err(admin_err) = via_admin
         && let Err(e) = crate::sys::send_signal(disc.pid, libc::SIGTERM)
     {
-        eprintln!("chimaera: the admin stop failed ({admin_err})");
+        fail!("the admin stop failed ({admin_err})");
         if e.raw_os_error() == Some(libc::EPERM) {
-            eprintln!(
-                "chimaera: not allowed to stop the runtime (pid {}, uid {}): run as root or as its user",
-                disc.pid, disc.uid
+            fail!(
+                "not allowed to stop the runtime (pid {}, uid {}): run as root or as its user",
+                disc.pid,
+                disc.uid
             );
             return exit::NOPERM;
         }
-        eprintln!(
-            "chimaera: cannot signal the runtime (pid {}): {e}",
-            disc.pid
-        );
+        fail!("cannot signal the runtime (pid {}): {e}", disc.pid);
         return exit::UNAVAILABLE;
     }
     loop {
@@ -317,12 +321,20 @@ pub(super) fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
             None => !crate::sys::pid_alive(disc.pid),
         };
         if gone {
-            println!("chimaera stopped (pid {})", disc.pid);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"stopped": true, "pid": disc.pid, "how": how,
+                        "waited_ms": started.elapsed().as_millis() as u64})
+                );
+            } else {
+                println!("chimaera stopped (pid {})", disc.pid);
+            }
             return exit::OK;
         }
         if Instant::now() >= deadline {
-            eprintln!(
-                "chimaera: the runtime (pid {}) is still running {}s after the stop request; see its log, or `kill -9 {}` as a last resort",
+            fail!(
+                "the runtime (pid {}) is still running {}s after the stop request; see its log, or `kill -9 {}` as a last resort",
                 disc.pid,
                 timeout.as_secs(),
                 disc.pid
@@ -331,4 +343,72 @@ pub(super) fn stop(opts: &LoadOptions, timeout: Duration) -> u8 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `chimaera reload`: SIGHUP to the runtime the configuration names, then
+/// its report of what it did.
+pub(super) fn reload(opts: &LoadOptions, json: bool, limit: Duration) -> u8 {
+    let (loc, found) = match locate(opts, exit::UNAVAILABLE) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let Found::Running { path, disc, .. } = found else {
+        fail!("{}", not_running_message(&found, &loc, opts));
+        return exit::NOT_RUNNING;
+    };
+    let report_path = path.with_file_name(discovery::reload_file_name(&disc.segments.main));
+    let read = || -> Option<discovery::ReloadReport> {
+        let r: discovery::ReloadReport =
+            serde_json::from_slice(&std::fs::read(&report_path).ok()?).ok()?;
+        (r.pid == disc.pid).then_some(r)
+    };
+    let before = read().map_or(0, |r| r.seq);
+    if let Err(e) = crate::sys::send_signal(disc.pid, libc::SIGHUP) {
+        fail!(
+            "cannot signal the runtime (pid {}): {e}; run this as its user or root",
+            disc.pid
+        );
+        return if e.raw_os_error() == Some(libc::EPERM) {
+            exit::NOPERM
+        } else {
+            exit::UNAVAILABLE
+        };
+    }
+    let deadline = Instant::now() + limit;
+    let report = loop {
+        if let Some(r) = read().filter(|r| r.seq > before) {
+            break r;
+        }
+        if Instant::now() >= deadline {
+            fail!(
+                "sent SIGHUP to pid {}, but it reported nothing within {} s (is it stopped or stuck? see its log)",
+                disc.pid,
+                limit.as_secs()
+            );
+            return exit::NOT_RESPONDING;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("serializable"));
+    } else if report.ok {
+        println!(
+            "reloaded the runtime (pid {}) from {}",
+            disc.pid, disc.config
+        );
+        for a in &report.applied {
+            println!("applied: {a}");
+        }
+        for r in &report.restart_needed {
+            println!("needs a restart: {r}");
+        }
+        if report.applied.is_empty() && report.restart_needed.is_empty() {
+            println!("nothing changed");
+        }
+    } else {
+        for r in &report.refused {
+            fail!("reload refused, the runtime keeps its configuration: {r}");
+        }
+    }
+    if report.ok { exit::OK } else { exit::CONFIG }
 }

@@ -16,11 +16,11 @@ pub(super) enum PingTarget {
 pub(super) fn connect_running(opts: &LoadOptions) -> Result<Client, u8> {
     let (loc, found) = locate(opts, exit::UNAVAILABLE)?;
     let Found::Running { path, disc, .. } = found else {
-        eprintln!("chimaera: {}", not_running_message(&found, &loc, opts));
+        fail!("{}", not_running_message(&found, &loc, opts));
         return Err(exit::NOT_RUNNING);
     };
     Client::connect_discovery(path, disc).map_err(|e| {
-        eprintln!("chimaera: {e}");
+        fail!("{e}");
         exit::UNAVAILABLE
     })
 }
@@ -44,23 +44,32 @@ pub(super) fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
             name,
             module,
             params,
-        } => client
-            .create_pool(&name, &module, &params)
-            .map(|p| println!("pool {} (id {}, module {})", p.name, p.id, p.module)),
-        PoolCommand::Destroy { pool } => {
+            json,
+        } => client.create_pool(&name, &module, &params).map(|p| {
+            if json {
+                println!("{}", serde_json::to_string(&p).expect("serializable"));
+            } else {
+                println!("pool {} (id {}, module {})", p.name, p.id, p.module);
+            }
+        }),
+        PoolCommand::Destroy { pool, json } => {
             let req = match pool.parse::<u32>() {
                 Ok(id) => crate::modules::admin::PoolRef::Id { id },
                 Err(_) => crate::modules::admin::PoolRef::Name { name: pool },
             };
-            client
-                .destroy_pool_ref(&req)
-                .map(|p| println!("destroyed pool {} (id {})", p.name, p.id))
+            client.destroy_pool_ref(&req).map(|p| {
+                if json {
+                    println!("{}", serde_json::to_string(&p).expect("serializable"));
+                } else {
+                    println!("destroyed pool {} (id {})", p.name, p.id);
+                }
+            })
         }
     };
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("chimaera: {e}");
+            fail!("{e}");
             // The runtime answered: the request itself was refused.
             exit::FAILURE
         }
@@ -74,7 +83,7 @@ pub(super) fn module_check(file: &std::path::Path, taken: &[String]) -> u8 {
         Err(e) => {
             println!("file: {}", file.display());
             println!("compatible: no");
-            eprintln!("chimaera: {}: not loadable: {e}", file.display());
+            fail!("{}: not loadable: {e}", file.display());
             return exit::CONFIG;
         }
     };
@@ -90,8 +99,8 @@ pub(super) fn module_check(file: &std::path::Path, taken: &[String]) -> u8 {
     println!("sdk: {}", lib.sdk_version);
     if taken.contains(&lib.name) {
         println!("compatible: no");
-        eprintln!(
-            "chimaera: {}: module name {:?} is taken by a module built into this daemon",
+        fail!(
+            "{}: module name {:?} is taken by a module built into this daemon",
             file.display(),
             lib.name
         );
@@ -150,7 +159,7 @@ pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
     let input = match call_input(a.input.as_deref(), a.hex) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("chimaera: {e}");
+            fail!("{e}");
             return exit::USAGE;
         }
     };
@@ -161,7 +170,7 @@ pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
     let pools = match client.list_pools() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("chimaera: cannot list the pools: {e}");
+            fail!("cannot list the pools: {e}");
             return exit::UNAVAILABLE;
         }
     };
@@ -171,8 +180,8 @@ pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
         .find(|p| p.name == a.pool || Some(p.id) == by_id)
     else {
         let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-        eprintln!(
-            "chimaera: no pool {:?}; the pools are: {} (chimaera pool list)",
+        fail!(
+            "no pool {:?}; the pools are: {} (chimaera pool list)",
             a.pool,
             names.join(", ")
         );
@@ -196,9 +205,11 @@ pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
             exit::OK
         }
         Err(e) => {
-            eprintln!(
-                "chimaera: pool {} (module {}) method {}: {e}",
-                pool.name, pool.module, a.method
+            fail!(
+                "pool {} (module {}) method {}: {e}",
+                pool.name,
+                pool.module,
+                a.method
             );
             exit::FAILURE
         }
@@ -221,7 +232,7 @@ pub(super) fn ping_broadcast(client: &Client, count: u32, json: bool) -> u8 {
         let replies = match client.broadcast(&ping) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("chimaera: broadcast ping failed: {e}");
+                fail!("broadcast ping failed: {e}");
                 return exit::UNAVAILABLE;
             }
         };
@@ -371,7 +382,7 @@ pub(super) fn ping(
         PingTarget::All => match client.stats() {
             Ok(s) => (0..s.cluster.map_or(1, |c| c.nodes)).collect(),
             Err(e) => {
-                eprintln!("chimaera: cannot read the cluster's size: {e}");
+                fail!("cannot read the cluster's size: {e}");
                 return exit::UNAVAILABLE;
             }
         },

@@ -111,12 +111,24 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<(&'static Key, String, St
 }
 
 /// The effective configuration as YAML, with segment names expanded.
-pub fn to_yaml(loaded: &Loaded) -> String {
+/// The effective configuration as JSON: `to_yaml`'s values, for scripts.
+pub fn to_json(loaded: &Loaded) -> String {
+    serde_json::to_string(&effective(loaded)).expect("the configuration always serializes")
+}
+
+/// The configuration with what the daemon derives filled in: segment names
+/// with `${USER}` expanded, the run directory chosen.
+fn effective(loaded: &Loaded) -> Config {
     let mut c = loaded.config.clone();
     c.shared_memory.main_segment_name = loaded.names.main.clone();
     c.shared_memory.client_data_segment_name = loaded.names.client_data.clone();
     c.shared_memory.runtime_data_segment_name = loaded.names.runtime_data.clone();
     c.runtime.run_dir = loaded.run_dir.display().to_string();
+    c
+}
+
+pub fn to_yaml(loaded: &Loaded) -> String {
+    let c = effective(loaded);
     let body = serde_saphyr::to_string(&c).expect("the configuration always serializes");
     format!(
         "# effective chimaera configuration (source: {}; then CHI_* environment and --set)\n{body}",

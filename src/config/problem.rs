@@ -45,6 +45,24 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// Where it came from, in words: `file:line:col`, `environment VAR`,
+    /// `--set`, or `check` (a rule across keys, or the machine).
+    pub fn origin_text(&self) -> String {
+        match &self.origin {
+            Origin::File { path, line, col } => format!("{}:{line}:{col}", path.display()),
+            Origin::Env(var) => format!("environment {var}"),
+            Origin::Flag => "--set".into(),
+            Origin::Check => "check".into(),
+        }
+    }
+
+    /// The problem as the JSON object `config check --json` prints.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"key": self.key, "origin": self.origin_text(), "message": self.message})
+    }
+}
+
 /// Every problem found, one per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<Problem>);

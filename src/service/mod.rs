@@ -108,6 +108,7 @@ struct Running {
     loaded: Loaded,
     log: slog::Logger,
     log_handle: log::LogHandle,
+    reloads: u64,
 }
 
 impl Running {
@@ -124,19 +125,31 @@ impl Running {
         states.extend(monotonic);
         notify(&self.log, &states);
         info!(self.log, "SIGHUP: reloading configuration"; "source" => %self.loaded.source);
+        self.reloads += 1;
+        let mut report = discovery::ReloadReport {
+            seq: self.reloads,
+            pid: std::process::id(),
+            ok: true,
+            ..Default::default()
+        };
         match crate::preflight::load(&self.opts, &Env::from_process()) {
             Err(errors) => {
+                report.ok = false;
                 for p in &errors.0 {
                     error!(
                         self.log,
                         "reload refused, keeping the running configuration: {}", p
                     );
+                    report.refused.push(p.to_string());
                 }
             }
             Ok(new) => {
                 for (key, old, now) in changed_keys(&self.loaded.config, &new.config) {
                     if key.live {
                         info!(self.log, "applied {} = {} (was {})", key.path(), now, old);
+                        report
+                            .applied
+                            .push(format!("{} = {now} (was {old})", key.path()));
                     } else {
                         warn!(
                             self.log,
@@ -145,6 +158,9 @@ impl Running {
                             old,
                             now
                         );
+                        report
+                            .restart_needed
+                            .push(format!("{} changed from {old} to {now}", key.path()));
                     }
                 }
                 // Membership and pools are fixed at start: say so rather
@@ -161,19 +177,23 @@ impl Running {
                         self.log,
                         "compose changed; restart chimaera to apply it (pools are created at start)"
                     );
+                    report
+                        .restart_needed
+                        .push("compose changed (pools are created at start)".into());
                 }
                 let members = |l: &Loaded| -> Vec<(String, Option<u16>)> {
                     l.hosts.iter().map(|h| (h.host.clone(), h.port)).collect()
                 };
                 if members(&new) != members(&self.loaded) || new.node_id != self.loaded.node_id {
-                    warn!(
-                        self.log,
-                        "the hostfile's nodes changed (this node: {} of {}, was {} of {}); restart chimaera to apply it",
+                    let m = format!(
+                        "the hostfile's nodes changed (this node: {} of {}, was {} of {})",
                         new.node_id,
                         new.hosts.len().max(1),
                         self.loaded.node_id,
                         self.loaded.hosts.len().max(1)
                     );
+                    warn!(self.log, "{}; restart chimaera to apply it", m);
+                    report.restart_needed.push(m);
                 }
                 self.log_handle.set_level(new.config.logging.level);
                 self.loaded.config.logging = new.config.logging;
@@ -183,6 +203,18 @@ impl Running {
             warn!(self.log, "{}", e);
         }
         debug!(self.log, "reload complete"; "level" => %self.loaded.config.logging.level);
+        let path = self
+            .loaded
+            .run_dir
+            .join(discovery::reload_file_name(&self.loaded.names.main));
+        if let Err(e) = write_report(&path, &report) {
+            warn!(
+                self.log,
+                "cannot write the reload report {}: {}",
+                path.display(),
+                e
+            );
+        }
         notify(
             &self.log,
             &[
@@ -191,6 +223,16 @@ impl Running {
             ],
         );
     }
+}
+
+/// Writes `report` whole or not at all (a reader never sees half a file).
+fn write_report(path: &std::path::Path, report: &discovery::ReloadReport) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(report).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Prints each problem on its own line, naming the key.
@@ -418,6 +460,7 @@ pub fn run(opts: LoadOptions, mut registry: crate::engine::pools::Registry) -> u
         loaded,
         log: log.clone(),
         log_handle,
+        reloads: 0,
     };
     notify(
         &log,
@@ -454,6 +497,10 @@ pub fn run(opts: LoadOptions, mut registry: crate::engine::pools::Registry) -> u
     if let Some(m) = metrics {
         m.stop();
     }
+    // This run's reload report goes with it (absent unless it reloaded).
+    let _ = std::fs::remove_file(
+        disc_path.with_file_name(discovery::reload_file_name(&running.loaded.names.main)),
+    );
     // Discovery first: a client must not find a runtime that is going away.
     if let Err(e) = std::fs::remove_file(&disc_path) {
         warn!(

@@ -35,6 +35,29 @@ pub struct Discovery {
     pub wake_socket: String,
 }
 
+/// What the runtime did with its last SIGHUP: written beside the discovery
+/// file (`<main segment>.reload.json`) once the reload is done, so that
+/// `chimaera reload` can say what was applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Counts the reloads of this run (the first is 1).
+    pub seq: u64,
+    /// The runtime that wrote it.
+    pub pid: u32,
+    /// False: the new configuration was refused and the running one kept.
+    pub ok: bool,
+    /// Keys applied live: `key = new (was old)`.
+    pub applied: Vec<String>,
+    /// Changes that need a restart, in words.
+    pub restart_needed: Vec<String>,
+    /// Why the new configuration was refused, a problem a line.
+    pub refused: Vec<String>,
+}
+
+pub fn reload_file_name(main_segment: &str) -> String {
+    format!("{main_segment}.reload.json")
+}
+
 pub fn file_name(main_segment: &str) -> String {
     format!("{main_segment}.toml")
 }
