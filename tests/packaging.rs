@@ -241,6 +241,40 @@ fn man_pages_render_without_warnings() {
         );
         let r = run(60, &["groff", "-ww", "-z", "-man", p]);
         assert!(r.ok() && r.stderr.trim().is_empty(), "{}", r.describe());
+        let r = run(60, &["mandoc", "-T", "utf8", p]);
+        assert!(r.ok() && !r.stdout.trim().is_empty(), "{}", r.describe());
+    }
+}
+
+/// No font macro whose argument renders as nothing (`.B ""`, a bare `.B`
+/// before another request): the reader would see a hole where a value was
+/// meant to be.
+#[test]
+fn man_pages_have_no_empty_font_arguments() {
+    let font = [".B", ".I", ".BR", ".RB", ".BI", ".IB", ".IR", ".RI"];
+    for page in MAN_PAGES {
+        let text = fs::read_to_string(repo().join(page)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let mut parts = line.splitn(2, ' ');
+            let request = parts.next().unwrap();
+            if !font.contains(&request) {
+                continue;
+            }
+            let arg = parts.next().unwrap_or("").trim();
+            let next_is_request = lines.get(i + 1).is_none_or(|n| n.starts_with('.'));
+            assert!(
+                !(arg.is_empty() && next_is_request),
+                "{page}:{}: `{line}` has no argument: it renders as nothing",
+                i + 1
+            );
+            let visible = arg.replace("\\&", "").replace(['"', ' '], "");
+            assert!(
+                !arg.is_empty() && !visible.is_empty() || arg.is_empty(),
+                "{page}:{}: `{line}` renders as nothing",
+                i + 1
+            );
+        }
     }
 }
 
