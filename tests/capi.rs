@@ -36,7 +36,8 @@ fn lib_dir() -> &'static Path {
         }
         let _guard = deploy::lock("capi-build");
         run_in(Some(&repo()), &[], 1800, &args).expect_ok();
-        let dir = deploy::work_dir().join(format!("capi-lib-{}", std::process::id()));
+        deploy::remove_stale_deb_dirs();
+        let dir = out_dir().join("lib");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(
@@ -50,13 +51,20 @@ fn lib_dir() -> &'static Path {
     })
 }
 
+/// This process's directory for the library and the programs it compiles
+/// (removed by a later run once this process is gone).
+fn out_dir() -> PathBuf {
+    deploy::work_dir().join(format!("capi-{}", std::process::id()))
+}
+
 fn include_dir() -> PathBuf {
     repo().join("crates/chimaera-capi/include")
 }
 
 /// Compiles `sources` with `compiler` and `flags` into a fresh executable.
 fn compile(compiler: &str, sources: &[PathBuf], flags: &[&str], name: &str) -> PathBuf {
-    let out = deploy::work_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(out_dir()).unwrap();
+    let out = out_dir().join(name);
     let include = format!("-I{}", include_dir().display());
     let mut args: Vec<&str> = vec![compiler, "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"];
     args.push(&include);

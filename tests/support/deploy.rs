@@ -254,8 +254,9 @@ pub fn client_debs() -> [PathBuf; 2] {
     .clone()
 }
 
-/// Removes the `deb-<pid>` directories of test processes that are gone.
-fn remove_stale_deb_dirs() {
+/// Removes the per-process directories (`deb-<pid>`, `client-debs-<pid>`,
+/// `capi-<pid>`) of test processes that are gone.
+pub fn remove_stale_deb_dirs() {
     let Ok(entries) = fs::read_dir(work_dir()) else {
         return;
     };
