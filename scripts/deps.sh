@@ -4,6 +4,8 @@
 set -euo pipefail
 
 # zmq-sys compiles libzmq into the binary: a C++ compiler is all it needs.
+# g++ (and gcc, which it brings) also build the C and C++ clients of
+# tests/capi.rs; pkg-config reads chimaera.pc there.
 build_pkgs=(pkg-config g++)
 # debootstrap builds the local base image; mandoc/groff lint the man pages;
 # lintian checks the .deb; systemd gives systemd-analyze; util-linux gives

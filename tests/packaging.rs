@@ -528,3 +528,172 @@ fn deb_is_lintian_clean() {
         r.describe()
     );
 }
+
+/// lintian's errors, and its warnings that packaging/README.md does not
+/// list with their reason, for any package.
+fn lintian_problems(deb: &std::path::Path) -> Vec<String> {
+    require(
+        "lintian",
+        &["lintian", "--version"],
+        "apt-get install lintian",
+    );
+    let r = run(
+        600,
+        &["lintian", "--tag-display-limit", "0", deb.to_str().unwrap()],
+    );
+    let readme = fs::read_to_string(repo().join("packaging/README.md")).unwrap();
+    let mut problems = Vec::new();
+    for line in r.stdout.lines() {
+        // "W: libchimaera0: tag [context]"
+        let mut parts = line.splitn(3, ": ");
+        let (Some(kind), Some(_package), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let tag = rest.split_whitespace().next().unwrap_or("");
+        match kind {
+            "E" => problems.push(format!("lintian error: {line}")),
+            "W" if !readme.contains(&format!("`{tag}`")) => problems.push(format!(
+                "lintian warning not explained in packaging/README.md: {line}"
+            )),
+            _ => {}
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!("full output:\n{}", r.describe()));
+    }
+    problems
+}
+
+#[test]
+fn client_debs_are_lintian_clean() {
+    for deb in deploy::client_debs() {
+        let problems = lintian_problems(&deb);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}
+
+/// dpkg-deb's view of a package: its control fields and file list.
+fn deb_info(deb: &std::path::Path, what: &str) -> String {
+    run(120, &["dpkg-deb", what, deb.to_str().unwrap()])
+        .expect_ok()
+        .stdout
+}
+
+/// libchimaera0 is what Debian policy asks of a shared library package: named
+/// after the soname, the library and its soname link in the multiarch
+/// directory, an shlibs file, the ldconfig trigger, Depends from the
+/// libraries it links. libchimaera-dev holds the header (the repository's,
+/// byte for byte), the C++ wrapper, the .pc (the crate's version), the
+/// link and the static archive, and depends on exactly this libchimaera0.
+#[test]
+fn client_debs_follow_the_shared_library_policy() {
+    let [lib, dev] = deploy::client_debs();
+    let version = env!("CARGO_PKG_VERSION");
+    let control = deb_info(&lib, "--info");
+    for want in [
+        "Package: libchimaera0\n",
+        "Section: libs\n",
+        "Multi-Arch: same\n",
+        " triggers ",
+        " shlibs ",
+        " md5sums ",
+    ] {
+        assert!(
+            control.contains(want),
+            "libchimaera0 lacks {want:?}:\n{control}"
+        );
+    }
+    let depends = run(120, &["dpkg-deb", "-f", lib.to_str().unwrap(), "Depends"])
+        .expect_ok()
+        .stdout;
+    assert!(depends.contains("libc6 (>="), "Depends: {depends}");
+    let lib_version = run(120, &["dpkg-deb", "-f", lib.to_str().unwrap(), "Version"])
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(
+        lib_version.starts_with(&format!("{version}-")),
+        "{lib_version}"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    run(
+        120,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "dpkg-deb -e '{}' '{r}/lib-control' && dpkg-deb -e '{}' '{r}/dev-control' && dpkg-deb -x '{}' '{r}' && dpkg-deb -x '{}' '{r}'",
+                lib.display(),
+                dev.display(),
+                lib.display(),
+                dev.display()
+            ),
+        ],
+    )
+    .expect_ok();
+    let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
+    assert_eq!(read("lib-control/triggers"), "activate-noawait ldconfig\n");
+    assert_eq!(
+        read("lib-control/shlibs"),
+        format!("libchimaera 0 libchimaera0 (>= {version})\n")
+    );
+    let multiarch = fs::read_dir(root.path().join("usr/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && p.join("libchimaera.so.0").exists())
+        .expect("usr/lib/<triplet>/libchimaera.so.0");
+    let real = multiarch.join(format!("libchimaera.so.{version}"));
+    assert_eq!(
+        fs::read_link(multiarch.join("libchimaera.so.0")).unwrap(),
+        std::path::Path::new(&format!("libchimaera.so.{version}"))
+    );
+    let dynamic = run(60, &["readelf", "-d", real.to_str().unwrap()])
+        .expect_ok()
+        .stdout;
+    assert!(
+        dynamic.contains("Library soname: [libchimaera.so.0]"),
+        "{dynamic}"
+    );
+    let symbols = run(60, &["readelf", "-S", real.to_str().unwrap()])
+        .expect_ok()
+        .stdout;
+    assert!(!symbols.contains(".debug_info"), "not stripped:\n{symbols}");
+
+    let dev_depends = run(120, &["dpkg-deb", "-f", dev.to_str().unwrap(), "Depends"])
+        .expect_ok()
+        .stdout;
+    assert_eq!(
+        dev_depends.trim(),
+        format!("libchimaera0 (= {lib_version})")
+    );
+    assert_eq!(
+        fs::read_link(multiarch.join("libchimaera.so")).unwrap(),
+        std::path::Path::new("libchimaera.so.0")
+    );
+    assert!(multiarch.join("libchimaera.a").is_file());
+    for header in ["chimaera.h", "chimaera.hpp"] {
+        assert_eq!(
+            read(&format!("usr/include/{header}")),
+            fs::read_to_string(repo().join("crates/chimaera-capi/include").join(header)).unwrap(),
+            "{header} in libchimaera-dev is not the repository's"
+        );
+    }
+    let pc = fs::read_to_string(multiarch.join("pkgconfig/chimaera.pc")).unwrap();
+    assert!(pc.contains(&format!("\nVersion: {version}\n")), "{pc}");
+    // pkg-config reads it: the flags a program builds with.
+    let flags = run_in(
+        None,
+        &[(
+            "PKG_CONFIG_PATH",
+            multiarch.join("pkgconfig").to_str().unwrap(),
+        )],
+        60,
+        &["pkg-config", "--cflags", "--libs", "chimaera"],
+    )
+    .expect_ok()
+    .stdout;
+    assert_eq!(flags.trim(), "-lchimaera");
+}

@@ -207,15 +207,65 @@ pub fn deb() -> PathBuf {
     .clone()
 }
 
-/// Removes the `deb-<pid>` directories of test processes that are gone.
-fn remove_stale_deb_dirs() {
+/// The C client's packages (libchimaera0, libchimaera-dev), built with
+/// packaging/build-client-debs.sh once per test process into
+/// `client-debs-<pid>`: [lib, dev].
+pub fn client_debs() -> [PathBuf; 2] {
+    static DEBS: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    DEBS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        require(
+            "cargo-deb",
+            &[&cargo, "deb", "--version"],
+            "install it with `cargo install cargo-deb --locked`",
+        );
+        let _guard = lock("cargo-deb");
+        remove_stale_deb_dirs();
+        let out_dir = work_dir().join(format!("client-debs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&out_dir);
+        let script = repo().join("packaging/build-client-debs.sh");
+        eprintln!("deploy tests: building the C client's .debs (a release build can take minutes)");
+        let r = run_in(
+            Some(&repo()),
+            &[("CARGO", &cargo)],
+            3600,
+            &[script.to_str().unwrap(), out_dir.to_str().unwrap()],
+        )
+        .expect_ok();
+        let find = |prefix: &str| {
+            fs::read_dir(&out_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {prefix}*.deb in {}\n{}",
+                        out_dir.display(),
+                        r.describe()
+                    )
+                })
+        };
+        [find("libchimaera0_"), find("libchimaera-dev_")]
+    })
+    .clone()
+}
+
+/// Removes the per-process directories (`deb-<pid>`, `client-debs-<pid>`,
+/// `capi-<pid>`) of test processes that are gone.
+pub fn remove_stale_deb_dirs() {
     let Ok(entries) = fs::read_dir(work_dir()) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        if let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("deb-"))
-            && pid.bytes().all(|b| b.is_ascii_digit())
+        if let Some(pid) = name.to_str().and_then(|n| {
+            n.strip_prefix("deb-")
+                .or_else(|| n.strip_prefix("client-debs-"))
+        }) && pid.bytes().all(|b| b.is_ascii_digit())
             && !pid_alive(pid)
         {
             let _ = fs::remove_dir_all(e.path());

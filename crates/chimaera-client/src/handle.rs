@@ -1,5 +1,11 @@
 //! A submitted task's handle: waiting (spin, then futex, checking the
 //! runtime's life), reading the output, giving the record back.
+//!
+//! [`TaskHandle`] borrows its client; [`OwnedTaskHandle`] holds a clone of
+//! it (one reference count), for callers that cannot tie a task to a
+//! borrow: the C library, a handle kept in a struct or sent to a thread
+//! that outlives the client. Both are a [`Ticket`] and a way to reach the
+//! client.
 
 use super::*;
 
@@ -7,6 +13,23 @@ use super::*;
 /// It borrows its client: no reference count moves per task.
 pub struct TaskHandle<'c> {
     pub(crate) client: &'c Client,
+    pub(crate) ticket: Ticket,
+}
+
+/// A submitted task that keeps its client (and so the connection) alive
+/// itself: [`TaskHandle::into_owned`]. Dropping it gives up the result
+/// (the task still runs). Waiting does not consume it: the output stays
+/// readable, where it lies in shared memory, until the handle is dropped.
+/// It is `Send` and `Sync`; waits from several threads at once are sound.
+pub struct OwnedTaskHandle {
+    client: Client,
+    ticket: Ticket,
+}
+
+/// What identifies a submitted task to its client: its record, whether it
+/// has a route, its deadline.
+#[derive(Clone, Copy)]
+pub(crate) struct Ticket {
     pub(crate) idx: u32,
     pub(crate) routed: bool,
     /// The task's deadline as this client wrote it: the record's copy is in
@@ -14,18 +37,19 @@ pub struct TaskHandle<'c> {
     pub(crate) deadline_ns: u64,
 }
 
-impl TaskHandle<'_> {
-    pub(crate) fn rec(&self) -> &record::TaskRecord {
-        self.client.inner.view.records.get(self.idx)
-    }
+/// `now + limit`, or None (no limit) when that is past what an Instant holds.
+fn deadline_after(limit: Duration) -> Option<Instant> {
+    Instant::now().checked_add(limit)
+}
 
+impl TaskHandle<'_> {
     pub fn is_done(&self) -> bool {
-        self.rec().phase() == record::DONE
+        self.ticket.is_done(self.client)
     }
 
     /// The runtime's id for this task.
     pub fn task_id(&self) -> u64 {
-        self.rec().task_id.load(Ordering::Relaxed)
+        self.ticket.task_id(self.client)
     }
 
     /// Waits for completion; bounded by the runtime's task_timeout and life.
@@ -36,26 +60,97 @@ impl TaskHandle<'_> {
     /// caller thus sees the reply as it lands, at the price of a busy CPU
     /// for that long.
     pub fn wait(self) -> Result<Vec<u8>, ClientError> {
-        self.wait_until(None)?;
-        self.result(|b| b.to_vec())
+        self.ticket.wait_until(self.client, None)?;
+        self.ticket.result(self.client, |b| b.to_vec())
     }
 
     /// Waits at most `limit`; [`ClientError::TimedOut`] leaves the task
     /// running and the handle usable.
     pub fn wait_timeout(&self, limit: Duration) -> Result<Vec<u8>, ClientError> {
-        self.wait_until(Some(Instant::now() + limit))?;
-        self.result(|b| b.to_vec())
+        self.ticket.wait_until(self.client, deadline_after(limit))?;
+        self.ticket.result(self.client, |b| b.to_vec())
     }
 
     /// Waits, then lends the output where it lies in shared memory (no copy).
     pub fn wait_with<R>(self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
-        self.wait_until(None)?;
-        self.result(f)
+        self.ticket.wait_until(self.client, None)?;
+        self.ticket.result(self.client, f)
     }
 
-    pub(crate) fn result<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
-        let inner = &*self.client.inner;
-        let rec = self.rec();
+    /// The same task, holding a clone of its client instead of a borrow.
+    pub fn into_owned(self) -> OwnedTaskHandle {
+        let this = std::mem::ManuallyDrop::new(self);
+        OwnedTaskHandle {
+            client: this.client.clone(),
+            ticket: this.ticket,
+        }
+    }
+}
+
+impl OwnedTaskHandle {
+    pub fn is_done(&self) -> bool {
+        self.ticket.is_done(&self.client)
+    }
+
+    /// The runtime's id for this task.
+    pub fn task_id(&self) -> u64 {
+        self.ticket.task_id(&self.client)
+    }
+
+    /// The client that submitted the task.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Waits for completion as [`TaskHandle::wait`] does, and copies the output.
+    pub fn wait(&self) -> Result<Vec<u8>, ClientError> {
+        self.wait_with(<[u8]>::to_vec)
+    }
+
+    /// Waits at most `limit` (a limit too large for the clock is none);
+    /// [`ClientError::TimedOut`] leaves the task running.
+    pub fn wait_timeout(&self, limit: Duration) -> Result<Vec<u8>, ClientError> {
+        self.wait_timeout_with(limit, <[u8]>::to_vec)
+    }
+
+    /// Waits, then lends the output where it lies in shared memory (no copy).
+    pub fn wait_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
+        self.ticket.wait_until(&self.client, None)?;
+        self.ticket.result(&self.client, f)
+    }
+
+    /// [`OwnedTaskHandle::wait_with`], waiting at most `limit`.
+    pub fn wait_timeout_with<R>(
+        &self,
+        limit: Duration,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ClientError> {
+        self.ticket
+            .wait_until(&self.client, deadline_after(limit))?;
+        self.ticket.result(&self.client, f)
+    }
+}
+
+impl Ticket {
+    pub(crate) fn rec<'a>(&self, client: &'a Client) -> &'a record::TaskRecord {
+        client.inner.view.records.get(self.idx)
+    }
+
+    fn is_done(&self, client: &Client) -> bool {
+        self.rec(client).phase() == record::DONE
+    }
+
+    fn task_id(&self, client: &Client) -> u64 {
+        self.rec(client).task_id.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn result<R>(
+        &self,
+        client: &Client,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ClientError> {
+        let inner = &*client.inner;
+        let rec = self.rec(client);
         let out = output_bytes(&inner.runtime_arena, rec).ok_or_else(|| {
             ClientError::Other(
                 "the task's output is not where outputs live: its record was written over in shared memory"
@@ -79,8 +174,12 @@ impl TaskHandle<'_> {
         }
     }
 
-    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> Result<(), ClientError> {
-        let rec = self.rec();
+    pub(crate) fn wait_until(
+        &self,
+        client: &Client,
+        deadline: Option<Instant>,
+    ) -> Result<(), ClientError> {
+        let rec = self.rec(client);
         if rec.phase() == record::DONE {
             return Ok(());
         }
@@ -100,7 +199,7 @@ impl TaskHandle<'_> {
         // (spinning there cut pipelined throughput by a tenth).
         let (spin, yield_every) = if !self.routed {
             (SPIN, 2)
-        } else if self.client.inner.routed_out.load(Ordering::Relaxed) <= ROUTED_SPIN_MAX_OUT {
+        } else if client.inner.routed_out.load(Ordering::Relaxed) <= ROUTED_SPIN_MAX_OUT {
             (ROUTED_SPIN, 1)
         } else {
             (Duration::ZERO, 1)
@@ -174,20 +273,31 @@ impl TaskHandle<'_> {
                 if rec.phase() == record::DONE {
                     return Ok(());
                 }
-                self.client.check_alive()?;
+                client.check_alive()?;
             }
         }
     }
-}
 
-impl Drop for TaskHandle<'_> {
-    fn drop(&mut self) {
-        let inner = &*self.client.inner;
+    /// Gives the record back (the runtime frees it when it is done too).
+    fn release(&self, client: &Client) {
+        let inner = &*client.inner;
         if self.routed {
             inner.routed_out.fetch_sub(1, Ordering::Relaxed);
         }
         inner.view.records.release(self.idx, REF_CLIENT, |r| {
             free_payloads(&inner.client_arena, &inner.runtime_arena, r)
         });
+    }
+}
+
+impl Drop for TaskHandle<'_> {
+    fn drop(&mut self) {
+        self.ticket.release(self.client);
+    }
+}
+
+impl Drop for OwnedTaskHandle {
+    fn drop(&mut self) {
+        self.ticket.release(&self.client);
     }
 }

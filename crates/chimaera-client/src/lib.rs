@@ -44,7 +44,8 @@ pub mod locate;
 mod submit;
 
 use connect::*;
-pub use handle::TaskHandle;
+use handle::Ticket;
+pub use handle::{OwnedTaskHandle, TaskHandle};
 
 use chimaera_proto::admin::{self, PoolInfo};
 use chimaera_proto::alloc::{Arena, Region};

@@ -105,9 +105,11 @@ impl Client {
         }
         let mut handle = TaskHandle {
             client: self,
-            idx,
-            routed,
-            deadline_ns: u64::MAX,
+            ticket: Ticket {
+                idx,
+                routed,
+                deadline_ns: u64::MAX,
+            },
         };
         let rec = view.records.get(idx);
         rec.route_arg.store(route_arg, Ordering::Relaxed);
@@ -116,7 +118,7 @@ impl Client {
                 "no room for {len} bytes of task input in the client data segment: raise memory.client_data_segment_size"
             ))
         })?;
-        handle.deadline_ns = rec.deadline_ns.load(Ordering::Relaxed);
+        handle.ticket.deadline_ns = rec.deadline_ns.load(Ordering::Relaxed);
         // A task with a route goes straight to the network thread, unless
         // the caller chose a lane.
         let to_net = lane.is_none() && route_flags != 0 && inner.net_wake.is_some();
@@ -132,6 +134,7 @@ impl Client {
         // queued by then would only time out.
         let mut backoff = Backoff::new(
             handle
+                .ticket
                 .deadline_ns
                 .saturating_add(LOST_TASK_GRACE.as_nanos() as u64),
         );
