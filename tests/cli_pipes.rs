@@ -42,6 +42,12 @@ fn printing_subcommands_end_quietly_on_a_closed_pipe() {
         &["pool", "list"],
         &["ping", "-n", "2000"],
         &["ping", "-n", "2000", "--json"],
+        &["config", "check", "--json"],
+        &["config", "show", "--json"],
+        &["completions", "bash"],
+        &["call", "admin", "0", "--hex"],
+        &["reload"],
+        &["--version"],
     ] {
         let (code, err) = piped(&node, args);
         assert!(

@@ -134,5 +134,22 @@ fn subcommands_exit_as_the_table_says() {
         !err.contains("status ") && err.contains("no method 999"),
         "no internal wording: {err}"
     );
+    // A frozen runtime: every client command gives up within its --timeout.
+    node.signal(d, libc::SIGSTOP);
+    for args in [
+        &["status", "--timeout", "1"][..],
+        &["pool", "list", "--timeout", "1"],
+        &["call", "admin", "0", "--timeout", "1"],
+        &["reload", "--timeout", "1"],
+    ] {
+        let t = std::time::Instant::now();
+        assert_eq!(code(&node, args), 75, "{args:?}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(4),
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    node.signal(d, libc::SIGCONT);
     assert_eq!(code(&node, &["stop"]), 0);
 }

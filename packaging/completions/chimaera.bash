@@ -1101,12 +1101,16 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__pool)
-            opts="-c -h --config --set --help list create destroy help"
+            opts="-c -h --timeout --config --set --help list create destroy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1127,13 +1131,17 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__pool__subcmd__create)
-            opts="-c -h --params --json --config --set --help"
+            opts="-c -h --params --json --timeout --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --params)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1157,12 +1165,16 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__pool__subcmd__destroy)
-            opts="-c -h --json --config --set --help"
+            opts="-c -h --json --timeout --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1253,12 +1265,16 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__pool__subcmd__list)
-            opts="-c -h --json --config --set --help"
+            opts="-c -h --json --timeout --config --set --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

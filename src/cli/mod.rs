@@ -104,8 +104,7 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Create, destroy or list the runtime's pools.
-    #[command(subcommand)]
-    Pool(PoolCommand),
+    Pool(PoolArgs),
     /// Print the shell completion script for bash, zsh or fish (the .deb
     /// installs them).
     Completions {
@@ -197,6 +196,15 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct PoolArgs {
+    /// Seconds to wait for the runtime's answer.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: PoolCommand,
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,11 +300,13 @@ pub fn main_with_registry(
         | Command::Ping { json, .. }
         | Command::Stop(StopArgs { json, .. })
         | Command::Config(ConfigCommand::Check { json, .. } | ConfigCommand::Show { json })
-        | Command::Pool(
-            PoolCommand::List { json }
-            | PoolCommand::Create { json, .. }
-            | PoolCommand::Destroy { json, .. },
-        )
+        | Command::Pool(PoolArgs {
+            cmd:
+                PoolCommand::List { json }
+                | PoolCommand::Create { json, .. }
+                | PoolCommand::Destroy { json, .. },
+            ..
+        })
         | Command::Bench(
             BenchCommand::Local { json }
             | BenchCommand::Remote { json }
@@ -404,7 +414,7 @@ pub fn main_with_registry(
                 )
             })
         }
-        Command::Pool(cmd) => pool(&opts(), cmd),
+        Command::Pool(a) => pool(&opts(), a.cmd, Duration::from_secs(a.timeout)),
         Command::Module(ModuleCommand::Check { file }) => {
             tasks::module_check(&file, &registry.taken_names())
         }

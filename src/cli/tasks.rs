@@ -25,11 +25,12 @@ pub(super) fn connect_running(opts: &LoadOptions) -> Result<Client, u8> {
     })
 }
 
-pub(super) fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
+pub(super) fn pool(opts: &LoadOptions, cmd: PoolCommand, limit: Duration) -> u8 {
     let client = match connect_running(opts) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    client.set_admin_timeout(Some(limit));
     let result = match cmd {
         PoolCommand::List { json } => client.list_pools().map(|pools| {
             if json {
@@ -68,6 +69,13 @@ pub(super) fn pool(opts: &LoadOptions, cmd: PoolCommand) -> u8 {
     };
     match result {
         Ok(()) => exit::OK,
+        Err(chimaera_client::ClientError::TimedOut) => {
+            fail!(
+                "the runtime did not answer within {} s (stopped, or stuck?)",
+                limit.as_secs()
+            );
+            exit::NOT_RESPONDING
+        }
         Err(e) => {
             fail!("{e}");
             // The runtime answered: the request itself was refused.
@@ -167,8 +175,16 @@ pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    client.set_admin_timeout(Some(a.limit));
     let pools = match client.list_pools() {
         Ok(p) => p,
+        Err(chimaera_client::ClientError::TimedOut) => {
+            fail!(
+                "the runtime did not answer within {} s (stopped, or stuck?)",
+                a.limit.as_secs()
+            );
+            return exit::NOT_RESPONDING;
+        }
         Err(e) => {
             fail!("cannot list the pools: {e}");
             return exit::UNAVAILABLE;
@@ -203,6 +219,15 @@ pub(super) fn call(opts: &LoadOptions, a: CallArgs) -> u8 {
             // A reader that went away early is not a failed call.
             let _ = written.and_then(|()| stdout.flush());
             exit::OK
+        }
+        Err(chimaera_client::ClientError::TimedOut) => {
+            fail!(
+                "pool {} method {}: no answer within {} s (the task may still run)",
+                pool.name,
+                a.method,
+                a.limit.as_secs()
+            );
+            exit::NOT_RESPONDING
         }
         Err(e) => {
             fail!(

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     /// Handles of tasks with a route that are alive: their waiters spin
     /// only while this is small.
     pub(crate) routed_out: AtomicU32,
+    /// Bound on the admin calls (pools, stats, stop, flush) in ns; 0: none.
+    pub(crate) admin_limit_ns: std::sync::atomic::AtomicU64,
 }
 
 // SAFETY: the view and arenas point into mappings owned by this struct and
@@ -281,6 +283,7 @@ impl Client {
                 discovery: disc,
                 net_wake,
                 routed_out: AtomicU32::new(0),
+                admin_limit_ns: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

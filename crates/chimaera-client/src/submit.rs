@@ -183,7 +183,19 @@ impl Client {
 
     /// Runs an admin task and returns its output.
     pub(crate) fn admin(&self, method: u32, input: &[u8]) -> Result<Vec<u8>, ClientError> {
-        self.admin_within(method, input, None)
+        let ns = self.inner.admin_limit_ns.load(Ordering::Relaxed);
+        self.admin_within(method, input, (ns > 0).then(|| Duration::from_nanos(ns)))
+    }
+
+    /// Bounds every admin call of this client (pools, stats, stop, flush)
+    /// by `limit`: past it the call returns [`ClientError::TimedOut`] (the
+    /// runtime may still carry it out). None: they wait as long as the
+    /// task's own timeout.
+    pub fn set_admin_timeout(&self, limit: Option<Duration>) {
+        let ns = limit.map_or(0, |l| {
+            u64::try_from(l.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        self.inner.admin_limit_ns.store(ns, Ordering::Relaxed);
     }
 
     /// [`Client::admin`], waiting at most `limit` when one is given.
