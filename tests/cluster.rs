@@ -234,6 +234,12 @@ fn direct_hash_and_broadcast_tasks_run_where_they_are_routed() {
     );
     for n in 0..3 {
         assert!(text.contains(&format!("node {n}: 3 ping(s)")), "{text}");
+        // As ping(8): a line per reply, then the node's summary.
+        let replies = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("node {n}: ")) && l.ends_with(" us"))
+            .count();
+        assert_eq!(replies, 3, "{text}");
     }
     let out = c.nodes[1].output(&["ping", "--broadcast", "-n", "3"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");

@@ -301,23 +301,6 @@ pub(super) fn ping_broadcast(client: &Client, count: u32, json: bool) -> u8 {
 
 /// `count` round trips of an admin ping (to `node`, or here); the error
 /// ends the series.
-pub(super) fn ping_series(
-    client: &Client,
-    node: Option<u32>,
-    count: u32,
-) -> Result<Vec<u64>, String> {
-    (0..count)
-        .map(|_| {
-            match node {
-                Some(n) => client.ping_node(n),
-                None => client.ping(),
-            }
-            .map(|d| d.as_nanos() as u64)
-            .map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
 pub(super) fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
     let mut sorted = rtts.to_vec();
     sorted.sort_unstable();
@@ -328,63 +311,117 @@ pub(super) fn rtt_summary(rtts: &[u64]) -> (u64, u64, u64) {
     )
 }
 
-/// Pings this node's runtime as ping(8) does: a line per reply as it
-/// comes (unless `quiet`), then a summary (sent, lost, min, median, p99,
-/// max), also when interrupted (SIGINT ends the series early). Exit 0 when
-/// every ping was answered.
-fn ping_local(client: &Client, count: u32, json: bool, quiet: bool, limit: Duration) -> u8 {
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone());
-    let mut rtts = Vec::with_capacity(count as usize);
-    let mut errors = Vec::new();
-    let mut sent = 0u32;
-    while sent < count && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-        sent += 1;
-        match client.ping_timeout(limit) {
-            Ok(d) => {
-                let ns = d.as_nanos() as u64;
-                rtts.push(ns);
-                if !json && !quiet {
-                    println!("admin ping: {:.1} us", ns as f64 / 1e3);
+/// A series of pings to one runtime (this node's, or node `node` of the
+/// cluster): what was sent and how each went.
+struct Series {
+    node: Option<u32>,
+    sent: u32,
+    rtts: Vec<u64>,
+    errors: Vec<String>,
+}
+
+impl Series {
+    /// Pings as ping(8) does: a line per reply as it comes (unless `quiet`
+    /// or `json`), each within `limit`, until `count` are sent or SIGINT.
+    fn run(
+        client: &Client,
+        node: Option<u32>,
+        count: u32,
+        limit: Duration,
+        print: bool,
+        interrupted: &std::sync::atomic::AtomicBool,
+    ) -> Series {
+        let mut s = Series {
+            node,
+            sent: 0,
+            rtts: Vec::with_capacity(count as usize),
+            errors: Vec::new(),
+        };
+        let who = node.map_or("admin ping".to_string(), |n| format!("node {n}"));
+        let ping = chimaera_client::Task::new(
+            crate::modules::admin::POOL_ID,
+            crate::modules::admin::method::PING,
+            &[],
+        );
+        while s.sent < count && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            s.sent += 1;
+            let reply = match node {
+                None => client.ping_timeout(limit),
+                Some(n) => {
+                    let t = Instant::now();
+                    client
+                        .call_timeout(&ping.on_node(n), limit)
+                        .map(|_| t.elapsed())
                 }
-            }
-            Err(e) => {
-                if !json && !quiet {
-                    println!("admin ping: {e}");
+            };
+            match reply {
+                Ok(d) => {
+                    let ns = d.as_nanos() as u64;
+                    s.rtts.push(ns);
+                    if print {
+                        println!("{who}: {:.1} us", ns as f64 / 1e3);
+                    }
                 }
-                errors.push(e.to_string());
+                Err(e) => {
+                    if print {
+                        println!("{who}: {e}");
+                    }
+                    s.errors.push(e.to_string());
+                }
             }
         }
+        s
     }
-    let lost = errors.len() as u32;
-    let mut sorted = rtts.clone();
-    sorted.sort_unstable();
-    let at = |p: f64| (!sorted.is_empty()).then(|| crate::bench::percentile(&sorted, p));
-    let (min, p50, p99, max) = (at(0.0), at(0.5), at(0.99), at(1.0));
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"count": sent, "answered": rtts.len(), "lost": lost,
-                "interrupted": sent < count, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50,
-                "p99_ns": p99, "max_ns": max, "errors": errors})
-        );
-    } else {
+
+    fn lost(&self) -> u32 {
+        self.errors.len() as u32
+    }
+
+    fn ok(&self) -> bool {
+        self.lost() == 0 && !self.rtts.is_empty()
+    }
+
+    /// min, median, p99, max.
+    fn figures(&self) -> [Option<u64>; 4] {
+        let mut sorted = self.rtts.clone();
+        sorted.sort_unstable();
+        [0.0, 0.5, 0.99, 1.0]
+            .map(|p| (!sorted.is_empty()).then(|| crate::bench::percentile(&sorted, p)))
+    }
+
+    fn to_json(&self, count: u32) -> serde_json::Value {
+        let [min, p50, p99, max] = self.figures();
+        let mut v = serde_json::json!({"count": self.sent, "answered": self.rtts.len(),
+            "lost": self.lost(), "interrupted": self.sent < count, "rtt_ns": self.rtts,
+            "min_ns": min, "p50_ns": p50, "p99_ns": p99, "max_ns": max, "errors": self.errors});
+        if let Some(n) = self.node {
+            v["node"] = n.into();
+            v["ok"] = self.ok().into();
+            if let Some(e) = self.errors.first() {
+                v["error"] = e.clone().into();
+            }
+        }
+        v
+    }
+
+    fn summary(&self) -> String {
+        let [min, p50, p99, max] = self.figures();
         let us =
             |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.1} us", v as f64 / 1e3));
-        println!(
-            "{sent} pings: min {}, median {}, p99 {}, max {}; {} answered, {lost} lost ({:.0}%)",
+        let head = match self.node {
+            None => format!("{} pings:", self.sent),
+            Some(n) => format!("node {n}: {} ping(s),", self.sent),
+        };
+        format!(
+            "{head} min {}, median {}, p99 {}, max {}; {} answered, {} lost ({:.0}%)",
             us(min),
             us(p50),
             us(p99),
             us(max),
-            rtts.len(),
-            f64::from(lost) * 100.0 / f64::from(sent.max(1)),
-        );
-    }
-    if lost == 0 && !rtts.is_empty() {
-        exit::OK
-    } else {
-        exit::UNAVAILABLE
+            self.rtts.len(),
+            self.lost(),
+            f64::from(self.lost()) * 100.0 / f64::from(self.sent.max(1)),
+        )
     }
 }
 
@@ -400,45 +437,36 @@ pub(super) fn ping(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let nodes: Vec<u32> = match target {
-        PingTarget::Local => return ping_local(&client, count, json, quiet, limit),
+    let nodes: Vec<Option<u32>> = match target {
+        PingTarget::Local => vec![None],
         PingTarget::Broadcast => return ping_broadcast(&client, count, json),
-        PingTarget::Node(n) => vec![n],
-        PingTarget::All => match client.stats() {
-            Ok(s) => (0..s.cluster.map_or(1, |c| c.nodes)).collect(),
+        PingTarget::Node(n) => vec![Some(n)],
+        PingTarget::All => match client.stats_timeout(limit) {
+            Ok(s) => (0..s.cluster.map_or(1, |c| c.nodes)).map(Some).collect(),
             Err(e) => {
                 fail!("cannot read the cluster's size: {e}");
                 return exit::UNAVAILABLE;
             }
         },
     };
+    // ping(8): Ctrl-C ends the series and still prints the summary.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone());
     let mut all_ok = true;
     let mut results = Vec::new();
-    for n in nodes {
-        match ping_series(&client, Some(n), count) {
-            Ok(rtts) => {
-                let (min, p50, max) = rtt_summary(&rtts);
-                if !json {
-                    println!(
-                        "node {n}: {count} ping(s), min {:.1} us, median {:.1} us, max {:.1} us",
-                        min as f64 / 1e3,
-                        p50 as f64 / 1e3,
-                        max as f64 / 1e3
-                    );
-                }
-                results.push(serde_json::json!({"node": n, "ok": true, "rtt_ns": rtts, "min_ns": min, "p50_ns": p50, "max_ns": max}));
-            }
-            Err(e) => {
-                all_ok = false;
-                if !json {
-                    println!("node {n}: {e}");
-                }
-                results.push(serde_json::json!({"node": n, "ok": false, "error": e}));
-            }
+    for node in nodes {
+        let s = Series::run(&client, node, count, limit, !json && !quiet, &interrupted);
+        all_ok &= s.ok();
+        if !json {
+            println!("{}", s.summary());
         }
+        results.push(s.to_json(count));
     }
     if json {
-        println!("{}", serde_json::json!({"count": count, "nodes": results}));
+        match target {
+            PingTarget::Local => println!("{}", results[0]),
+            _ => println!("{}", serde_json::json!({"count": count, "nodes": results})),
+        }
     }
     if all_ok { exit::OK } else { exit::UNAVAILABLE }
 }
