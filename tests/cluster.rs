@@ -724,3 +724,54 @@ fn routed_tasks_reach_the_network_with_or_without_its_wake_up_socket() {
         Some(0)
     );
 }
+
+/// `chimaera bench cluster` at a size CI affords: every figure is there,
+/// an idle daemon spends little CPU, and the loss of a node is seen by
+/// every other within three heartbeats (plus the bench's own polling, a
+/// few ms, which is why the bound is 3.1).
+#[test]
+fn bench_cluster_reports_broadcast_idle_cpu_and_loss() {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "bench",
+            "cluster",
+            "--nodes",
+            "3",
+            "--heartbeat-ms",
+            "300",
+            "--idle-secs",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["points"][0];
+    assert_eq!(p["nodes"], 3, "{v}");
+    for k in [
+        "broadcast_rtt_p50_ns",
+        "broadcast_rtt_p99_ns",
+        "remote_rtt_p50_ns",
+    ] {
+        assert!(p[k].as_u64().unwrap() > 0, "{k}: {v}");
+    }
+    let loss = p["loss_seen_heartbeats_max"].as_f64().unwrap();
+    assert!(
+        loss > 0.5 && loss < 3.1,
+        "loss seen after {loss} heartbeats: {v}"
+    );
+    // Idle with two peers at 300 ms heartbeats: far below a core.
+    assert!(p["idle_cpu_pct_max"].as_f64().unwrap() < 20.0, "{v}");
+    let left = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("_c3n"))
+        .count();
+    assert_eq!(left, 0, "the bench left segments in /dev/shm");
+}

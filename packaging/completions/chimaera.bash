@@ -55,6 +55,9 @@ _chimaera() {
             chimaera__subcmd__bench,bdev)
                 cmd="chimaera__subcmd__bench__subcmd__bdev"
                 ;;
+            chimaera__subcmd__bench,cluster)
+                cmd="chimaera__subcmd__bench__subcmd__cluster"
+                ;;
             chimaera__subcmd__bench,help)
                 cmd="chimaera__subcmd__bench__subcmd__help"
                 ;;
@@ -66,6 +69,9 @@ _chimaera() {
                 ;;
             chimaera__subcmd__bench__subcmd__help,bdev)
                 cmd="chimaera__subcmd__bench__subcmd__help__subcmd__bdev"
+                ;;
+            chimaera__subcmd__bench__subcmd__help,cluster)
+                cmd="chimaera__subcmd__bench__subcmd__help__subcmd__cluster"
                 ;;
             chimaera__subcmd__bench__subcmd__help,help)
                 cmd="chimaera__subcmd__bench__subcmd__help__subcmd__help"
@@ -138,6 +144,9 @@ _chimaera() {
                 ;;
             chimaera__subcmd__help__subcmd__bench,bdev)
                 cmd="chimaera__subcmd__help__subcmd__bench__subcmd__bdev"
+                ;;
+            chimaera__subcmd__help__subcmd__bench,cluster)
+                cmd="chimaera__subcmd__help__subcmd__bench__subcmd__cluster"
                 ;;
             chimaera__subcmd__help__subcmd__bench,local)
                 cmd="chimaera__subcmd__help__subcmd__bench__subcmd__local"
@@ -235,7 +244,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__bench)
-            opts="-c -h --config --set --help local remote bdev help"
+            opts="-c -h --config --set --help local remote bdev cluster help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -286,8 +295,46 @@ _chimaera() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chimaera__subcmd__bench__subcmd__cluster)
+            opts="-c -h --nodes --heartbeat-ms --idle-secs --json --config --set --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-secs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --set)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chimaera__subcmd__bench__subcmd__help)
-            opts="local remote bdev help"
+            opts="local remote bdev cluster help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +348,20 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__bench__subcmd__help__subcmd__bdev)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__bench__subcmd__help__subcmd__cluster)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -657,7 +718,7 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__help__subcmd__bench)
-            opts="local remote bdev"
+            opts="local remote bdev cluster"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -671,6 +732,20 @@ _chimaera() {
             return 0
             ;;
         chimaera__subcmd__help__subcmd__bench__subcmd__bdev)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chimaera__subcmd__help__subcmd__bench__subcmd__cluster)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -15,6 +15,7 @@
 //! `chimaera bench remote` is in [`remote`].
 
 pub mod bdev;
+pub mod cluster;
 pub mod remote;
 
 use std::collections::VecDeque;
@@ -199,7 +200,12 @@ pub(crate) struct BenchDaemon {
     child: Child,
     dir: PathBuf,
     config: PathBuf,
+    /// Its segments' names, for a daemon the bench kills itself.
+    segments: [String; 3],
 }
+
+/// The memory section of a bench daemon: room for a million tasks in flight.
+const BENCH_MEMORY: &str = "  main_segment_size: 64M\n  client_data_segment_size: 32M\n  runtime_data_segment_size: 32M\n  shm_size: 128M\n";
 
 /// A TCP port nobody listens on right now.
 pub(crate) fn free_port() -> Result<u16, String> {
@@ -222,6 +228,20 @@ impl BenchDaemon {
         port: u16,
         network: &str,
     ) -> Result<BenchDaemon, String> {
+        BenchDaemon::start_sized(name, workers, port, network, BENCH_MEMORY, "", "warning")
+    }
+
+    /// As [`BenchDaemon::start_with`], with `memory` the YAML of the
+    /// memory section (indented keys) and `runtime` extra runtime keys.
+    pub(crate) fn start_sized(
+        name: &str,
+        workers: u32,
+        port: u16,
+        network: &str,
+        memory: &str,
+        runtime: &str,
+        level: &str,
+    ) -> Result<BenchDaemon, String> {
         let dir =
             std::env::temp_dir().join(format!("chimaera-bench-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -229,12 +249,12 @@ impl BenchDaemon {
         let config = dir.join("bench.yaml");
         let yaml = format!(
             "workers:\n  sched_threads: {workers}\n  process_reaper_threads: 1\n\
-             memory:\n  main_segment_size: 64M\n  client_data_segment_size: 32M\n  runtime_data_segment_size: 32M\n  shm_size: 128M\n\
+             memory:\n{memory}\
              network:\n  zmq_port: {port}\n{network}\
-             logging:\n  level: warning\n  file: \"\"\n\
+             logging:\n  level: {level}\n  file: \"\"\n\
              performance:\n  queue_depth: 4096\n\
              shared_memory:\n  main_segment_name: {tag}_main\n  client_data_segment_name: {tag}_client\n  runtime_data_segment_name: {tag}_runtime\n\
-             runtime:\n  run_dir: {}\n",
+             runtime:\n  run_dir: {}\n{runtime}",
             dir.display()
         );
         std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
@@ -271,7 +291,27 @@ impl BenchDaemon {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((child.id(), dir.clone()));
-        Ok(BenchDaemon { child, dir, config })
+        let segments = ["main", "client", "runtime"].map(|s| format!("{tag}_{s}"));
+        Ok(BenchDaemon {
+            child,
+            dir,
+            config,
+            segments,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would: the daemon cleans nothing up, so the
+    /// bench removes its segments (the rest goes when it is dropped).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for s in &self.segments {
+            let _ = chimaera_proto::sys::shm_unlink(s);
+        }
     }
 
     pub(crate) fn connect(&mut self) -> Result<Client, String> {

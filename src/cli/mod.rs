@@ -196,6 +196,23 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// N daemons on loopback ports, for each N: broadcast round trip
+    /// against a single remote one, idle CPU per daemon, and how many
+    /// heartbeats every other node takes to see one of them gone.
+    Cluster {
+        /// Cluster sizes, 2 to 16, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
+        nodes: Vec<u32>,
+        /// Heartbeat interval of the daemons, ms.
+        #[arg(long, default_value_t = 1000)]
+        heartbeat_ms: u64,
+        /// Seconds the idle CPU is measured over.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -310,7 +327,8 @@ pub fn main_with_registry(
         | Command::Bench(
             BenchCommand::Local { json }
             | BenchCommand::Remote { json }
-            | BenchCommand::Bdev { json },
+            | BenchCommand::Bdev { json }
+            | BenchCommand::Cluster { json, .. },
         ) => *json,
         _ => false,
     };
@@ -414,6 +432,35 @@ pub fn main_with_registry(
                 )
             })
         }
+        Command::Bench(BenchCommand::Cluster {
+            nodes,
+            heartbeat_ms,
+            idle_secs,
+            json,
+        }) => report_bench(
+            crate::bench::cluster::cluster(&nodes, heartbeat_ms, Duration::from_secs(idle_secs)),
+            json,
+            |r| {
+                r.points
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} nodes: broadcast p50 {} ns p99 {} ns, remote p50 {} ns ({:.2}x) | idle CPU {:.2}% mean {:.2}% max | loss seen in {:.2}-{:.2} heartbeats",
+                            p.nodes,
+                            p.broadcast_rtt_p50_ns,
+                            p.broadcast_rtt_p99_ns,
+                            p.remote_rtt_p50_ns,
+                            p.broadcast_over_remote,
+                            p.idle_cpu_pct_mean,
+                            p.idle_cpu_pct_max,
+                            p.loss_seen_heartbeats_min,
+                            p.loss_seen_heartbeats_max
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        ),
         Command::Pool(a) => pool(&opts(), a.cmd, Duration::from_secs(a.timeout)),
         Command::Module(ModuleCommand::Check { file }) => {
             tasks::module_check(&file, &registry.taken_names())

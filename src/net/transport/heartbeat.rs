@@ -37,10 +37,17 @@ impl Transport {
     }
 
     /// Marks down every peer up but not heard from for `MISSED_HEARTBEATS`
-    /// heartbeats, and fails the tasks waiting on it.
-    pub(super) fn check_peers(&mut self) {
-        let limit_ms = MISSED_HEARTBEATS * self.heartbeat_ns / 1_000_000;
+    /// heartbeats, and fails the tasks waiting on it. Returns the ms until
+    /// the next up peer would be due, so that the loop looks again right
+    /// then: a loss is seen within `MISSED_HEARTBEATS` heartbeats of the
+    /// peer's death, not up to a check interval later.
+    pub(super) fn check_peers(&mut self) -> Option<u64> {
+        let hb_ms = self.heartbeat_ns / 1_000_000;
+        // A fiftieth short of the full three: the loop's clock and poll
+        // round up by a few ms, and the promise is "within three".
+        let limit_ms = MISSED_HEARTBEATS * hb_ms - hb_ms / 50;
         let now_ms = chimaera_proto::sync::mono_ms();
+        let mut next: Option<u64> = None;
         for node in 0..self.shared.nodes {
             if node == self.shared.node_id {
                 continue;
@@ -50,19 +57,24 @@ impl Transport {
                 continue;
             }
             let heard = peer.last_heard_mono_ms.load(Ordering::Relaxed);
-            if now_ms.saturating_sub(heard) > limit_ms {
-                peer.state.store(PEER_DOWN, Ordering::Release);
-                warn!(
-                    self.log,
-                    "node {} ({}) missed {} heartbeats: marked down; its tasks fail with \"node unavailable\"",
-                    node,
-                    peer.addr,
-                    MISSED_HEARTBEATS
-                );
-                let msg = self.shared.unavailable(node, PEER_DOWN);
-                self.fail_pending(node, &msg);
+            let silent = now_ms.saturating_sub(heard);
+            if silent <= limit_ms {
+                let due = limit_ms - silent + 1;
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
             }
+            peer.state.store(PEER_DOWN, Ordering::Release);
+            warn!(
+                self.log,
+                "node {} ({}) missed {} heartbeats: marked down; its tasks fail with \"node unavailable\"",
+                node,
+                peer.addr,
+                MISSED_HEARTBEATS
+            );
+            let msg = self.shared.unavailable(node, PEER_DOWN);
+            self.fail_pending(node, &msg);
         }
+        next
     }
 
     /// A valid frame from `node` arrived. Any frame shows it alive; only an

@@ -1,0 +1,227 @@
+//! `chimaera bench cluster`: N daemons on loopback ports (one worker and
+//! small segments each, one hostfile), and for each N: the broadcast round
+//! trip against a single remote round trip measured in the same run, the
+//! CPU an idle daemon spends with N-1 peers heartbeating, and how long the
+//! others take to see one of them gone.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{BenchDaemon, free_port, percentile};
+use crate::modules::admin;
+use chimaera_client::{Client, Task};
+use chimaera_proto::sync::now_ns;
+
+/// Small segments: 16 daemons fit in a few hundred MiB of /dev/shm.
+const MEMORY: &str = "  main_segment_size: 16M\n  client_data_segment_size: 4M\n  runtime_data_segment_size: 4M\n  shm_size: 24M\n";
+
+#[derive(Debug, Serialize)]
+pub struct ClusterPoint {
+    pub nodes: u32,
+    /// A broadcast ping from node 0's client until every node answered.
+    pub broadcast_rtt_p50_ns: u64,
+    pub broadcast_rtt_p99_ns: u64,
+    /// A ping routed to node 1, in the same run.
+    pub remote_rtt_p50_ns: u64,
+    /// broadcast p50 / remote p50 (target at 16 nodes: within 4).
+    pub broadcast_over_remote: f64,
+    /// CPU of each daemon over the idle period, % of one core: the mean
+    /// and the highest (target: under 1).
+    pub idle_cpu_pct_mean: f64,
+    pub idle_cpu_pct_max: f64,
+    /// From killing the last node until every other node marked it down,
+    /// in heartbeat intervals: the slowest node (target: within 3).
+    pub loss_seen_heartbeats_max: f64,
+    pub loss_seen_heartbeats_min: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterReport {
+    pub points: Vec<ClusterPoint>,
+    pub heartbeat_interval_ms: u64,
+    pub idle_secs: f64,
+    pub broadcast_samples: usize,
+}
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: utime and stime are the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')').ok_or("malformed /proc stat")? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| -> Result<u64, String> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "malformed /proc stat".to_string())
+    };
+    Ok(num(11)? + num(12)?)
+}
+
+fn ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Whether `client`'s node sees `node` in `state`.
+fn sees(client: &Client, node: u32, state: &str) -> bool {
+    client
+        .stats()
+        .ok()
+        .and_then(|s| s.cluster)
+        .is_some_and(|c| {
+            c.peers
+                .iter()
+                .find(|p| p.node == node)
+                .is_some_and(|p| p.state == state)
+        })
+}
+
+fn point(
+    n: u32,
+    heartbeat_ms: u64,
+    idle: Duration,
+    samples: usize,
+) -> Result<ClusterPoint, String> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let hostfile = std::env::temp_dir().join(format!(
+        "chimaera-bench-{}-cluster{n}-hostfile",
+        std::process::id()
+    ));
+    let lines: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hostfile, lines).map_err(|e| format!("{}: {e}", hostfile.display()))?;
+    let runtime = format!("  heartbeat_interval: {heartbeat_ms}\n");
+    let mut daemons = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let network = format!("  hostfile: {}\n  node_id: {i}\n", hostfile.display());
+        daemons.push(BenchDaemon::start_sized(
+            &format!("c{n}n{i}"),
+            1,
+            *port,
+            &network,
+            MEMORY,
+            &runtime,
+            // The loss the bench causes is logged as a warning by every node.
+            "error",
+        )?);
+    }
+    let clients: Vec<Client> = daemons
+        .iter_mut()
+        .map(|d| d.connect())
+        .collect::<Result<_, _>>()?;
+    let _ = std::fs::remove_file(&hostfile);
+    // Everyone sees everyone up: heartbeats answered both ways.
+    let deadline =
+        Instant::now() + Duration::from_secs(30) + Duration::from_millis(20 * heartbeat_ms);
+    for (i, c) in clients.iter().enumerate() {
+        for j in 0..n {
+            while j != i as u32 && !sees(c, j, "up") {
+                if Instant::now() > deadline {
+                    return Err(format!("node {i} never saw node {j} up"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let c0 = &clients[0];
+    let to_one = Task::new(admin::POOL_ID, admin::method::PING, &[]).on_node(1);
+    let everyone = Task::new(admin::POOL_ID, admin::method::PING, &[]);
+    for _ in 0..200 {
+        c0.call(&to_one).map_err(|e| e.to_string())?;
+        c0.broadcast(&everyone).map_err(|e| e.to_string())?;
+    }
+    // Alternate, so that both see the same machine.
+    let (mut remote, mut bcast) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples {
+        let t = now_ns();
+        c0.call(&to_one).map_err(|e| e.to_string())?;
+        remote.push(now_ns() - t);
+        let t = now_ns();
+        let replies = c0.broadcast(&everyone).map_err(|e| e.to_string())?;
+        bcast.push(now_ns() - t);
+        if replies.len() != n as usize || replies.iter().any(|r| r.status != 0) {
+            return Err(format!("a broadcast did not reach all {n} nodes"));
+        }
+    }
+    remote.sort_unstable();
+    bcast.sort_unstable();
+
+    // Idle: nothing but heartbeats.
+    let pids: Vec<u32> = daemons.iter().map(|d| d.pid()).collect();
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|p| cpu_ticks(*p))
+        .collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    std::thread::sleep(idle);
+    let secs = t.elapsed().as_secs_f64();
+    let after: Vec<u64> = pids
+        .iter()
+        .map(|p| cpu_ticks(*p))
+        .collect::<Result<_, _>>()?;
+    let pct: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a - b) as f64 / ticks_per_s() / secs * 100.0)
+        .collect();
+
+    // Loss: the last node dies; how long until each other one says so.
+    let victim = n - 1;
+    let killed = Instant::now();
+    daemons[victim as usize].kill();
+    let limit = Duration::from_millis(10 * heartbeat_ms);
+    let mut seen = vec![None; (n - 1) as usize];
+    while seen.iter().any(Option::is_none) {
+        for (i, c) in clients.iter().take((n - 1) as usize).enumerate() {
+            if seen[i].is_none() && sees(c, victim, "down") {
+                seen[i] = Some(killed.elapsed());
+            }
+        }
+        if killed.elapsed() > limit {
+            return Err(format!(
+                "node {victim}'s loss not seen by every node within 10 heartbeats"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(heartbeat_ms.clamp(1, 50) / 5 + 1));
+    }
+    let beats: Vec<f64> = seen
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1000.0 / heartbeat_ms as f64)
+        .collect();
+    drop(clients);
+    drop(daemons);
+    let p50 = |v: &[u64]| percentile(v, 0.5);
+    Ok(ClusterPoint {
+        nodes: n,
+        broadcast_rtt_p50_ns: p50(&bcast),
+        broadcast_rtt_p99_ns: percentile(&bcast, 0.99),
+        remote_rtt_p50_ns: p50(&remote),
+        broadcast_over_remote: p50(&bcast) as f64 / p50(&remote).max(1) as f64,
+        idle_cpu_pct_mean: pct.iter().sum::<f64>() / pct.len() as f64,
+        idle_cpu_pct_max: pct.iter().copied().fold(0.0, f64::max),
+        loss_seen_heartbeats_max: beats.iter().copied().fold(0.0, f64::max),
+        loss_seen_heartbeats_min: beats.iter().copied().fold(f64::MAX, f64::min),
+    })
+}
+
+/// Runs the bench for each cluster size in `sizes` (2 to 16 nodes).
+pub fn cluster(sizes: &[u32], heartbeat_ms: u64, idle: Duration) -> Result<ClusterReport, String> {
+    if let Some(bad) = sizes.iter().find(|n| !(2..=16).contains(*n)) {
+        return Err(format!("--nodes {bad}: a cluster of 2 to 16 nodes"));
+    }
+    let samples = 500;
+    let points = sizes
+        .iter()
+        .map(|n| point(*n, heartbeat_ms, idle, samples))
+        .collect::<Result<_, _>>()?;
+    Ok(ClusterReport {
+        points,
+        heartbeat_interval_ms: heartbeat_ms,
+        idle_secs: idle.as_secs_f64(),
+        broadcast_samples: samples,
+    })
+}
