@@ -366,10 +366,14 @@ fn config_check(opts: &LoadOptions) -> u8 {
             for w in &loaded.warnings {
                 eprintln!("chimaera: warning: {w}");
             }
+            let auto = match loaded.config.workers.sched_threads {
+                config::WorkerCount::Auto => " (auto)",
+                config::WorkerCount::Count(_) => "",
+            };
             println!(
-                "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}, node {} of {}",
+                "configuration OK ({}): {} workers{auto}, segments {} in {} of shared memory, zmq port {}, node {} of {}",
                 loaded.source,
-                loaded.config.workers.sched_threads,
+                loaded.workers,
                 human(loaded.config.total_segment_size()),
                 human(loaded.config.memory.shm_size),
                 loaded.config.network.zmq_port,
