@@ -164,6 +164,8 @@ struct Pod {
     fqdn: String,
     ip: String,
     container: deploy::Container,
+    /// `stat` of the Secrets' files as its init containers see them.
+    init_saw: String,
     /// Its emptyDirs (other than /dev/shm): gone with the pod.
     _empty_dirs: Vec<tempfile::TempDir>,
 }
@@ -287,6 +289,7 @@ impl Pod {
         }
         let label = format!("{}={}", deploy::LABEL, std::process::id());
 
+        let mut init_saw = String::new();
         for init in b.pod()["initContainers"].as_array().into_iter().flatten() {
             assert_eq!(init["image"], image, "the init container runs the image");
             let cmd: Vec<&str> = init["command"]
@@ -299,6 +302,23 @@ impl Pod {
                 .map(String::from)
                 .to_vec();
             all.extend(container_flags(b, init, ordinal, &dirs));
+            // What the init container sees of its Secrets, first.
+            let secrets: Vec<String> = init["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| b.volume(m["name"].as_str().unwrap())["secret"].is_object())
+                .map(|m| format!("{}/*", m["mountPath"].as_str().unwrap()))
+                .collect();
+            let mut look = all.clone();
+            look.extend([
+                "--entrypoint=sh".into(),
+                image.into(),
+                "-c".into(),
+                format!("stat -c '%n %a %u %g' {}", secrets.join(" ")),
+            ]);
+            let look: Vec<&str> = look.iter().map(String::as_str).collect();
+            init_saw += &run(120, &look).expect_ok().stdout;
             all.push(format!("--entrypoint={}", cmd[0]));
             all.push(image.into());
             all.extend(cmd[1..].iter().map(|s| s.to_string()));
@@ -345,6 +365,7 @@ impl Pod {
             fqdn,
             ip: ip.into(),
             container,
+            init_saw,
             _empty_dirs: empty_dirs,
         }
     }
@@ -443,6 +464,7 @@ fn the_statefulset_runs_on_docker_and_survives_a_reschedule() {
 
     // The pods look as the manifest says.
     let uid = b.pod()["securityContext"]["runAsUser"].as_u64().unwrap();
+    let fs_group = b.pod()["securityContext"]["fsGroup"].as_u64().unwrap();
     let (shm_vol, _) = b.mounted_at("/dev/shm");
     let shm = bytes(shm_vol["emptyDir"]["sizeLimit"].as_str().unwrap());
     let key_file = daemon_config(&b)["network"]["cluster_key_file"]
@@ -482,16 +504,13 @@ fn the_statefulset_runs_on_docker_and_survives_a_reschedule() {
             .stdout;
         assert_eq!(same, hostfile, "the ConfigMap's hostfile at its path");
         // The Secret as the kubelet leaves it, and the daemon's private copy.
-        let r = p
-            .exec(&[
-                "stat",
-                "-c",
-                "%a %u",
-                "/run/secrets/chimaera/cluster.key",
-                &key_file,
-            ])
-            .expect_ok();
-        assert_eq!(r.stdout, format!("440 0\n400 {uid}\n"), "{}", r.stdout);
+        assert_eq!(
+            p.init_saw,
+            format!("/run/secrets/chimaera/cluster.key 440 0 {fs_group}\n"),
+            "the Secret's file as the kubelet leaves it"
+        );
+        let r = p.exec(&["stat", "-c", "%a %u", &key_file]).expect_ok();
+        assert_eq!(r.stdout, format!("400 {uid}\n"), "the daemon's copy");
         // Its DNS name resolves, from the others, to its address.
         for q in &pods {
             let r = q.exec(&["getent", "hosts", &p.fqdn]).expect_ok();
