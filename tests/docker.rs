@@ -327,35 +327,6 @@ fn compose_command() -> Vec<&'static str> {
     }
 }
 
-/// A /16 of 172.16.0.0/12 that no Docker network uses, preferring the
-/// compose file's own 172.20.
-fn free_subnet() -> String {
-    let ids = run(60, &["docker", "network", "ls", "-q"])
-        .expect_ok()
-        .stdout;
-    let mut used = String::new();
-    for id in ids.split_whitespace() {
-        used += &run(
-            60,
-            &[
-                "docker",
-                "network",
-                "inspect",
-                "-f",
-                "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
-                id,
-            ],
-        )
-        .stdout;
-    }
-    let routes = run(10, &["ip", "route"]).stdout;
-    (20..32)
-        .chain(16..20)
-        .map(|n| format!("172.{n}"))
-        .find(|p| !used.contains(&format!("{p}.")) && !routes.contains(&format!("{p}.")))
-        .expect("no free 172.x.0.0/16 for the test cluster")
-}
-
 /// The compose project of one test; `down --volumes` runs when dropped.
 struct Project {
     cmd: Vec<&'static str>,
@@ -396,7 +367,7 @@ fn compose_cluster_of_three_healthy_nodes() {
     deploy::image();
     let cmd = compose_command();
     let name = deploy::unique("compose");
-    let net = free_subnet();
+    let net = deploy::free_subnet();
     let dir = tempfile::tempdir_in(deploy::work_dir()).unwrap();
     let hostfile = dir.path().join("hostfile");
     fs::write(&hostfile, format!("{net}.0.10\n{net}.0.11\n{net}.0.12\n")).unwrap();

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 const DAEMON: &[(&str, u32)] = &[
     ("sys", 0),
     ("exit", 0),
+    ("cpus", 0),
     ("config", 1),
     ("cluster", 2),
     ("shm", 2),

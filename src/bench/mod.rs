@@ -444,7 +444,11 @@ pub fn local() -> Result<LocalReport, String> {
     // The daemon inherits this thread's CPU set: all of them again.
     crate::sys::set_affinity(&mask).map_err(|e| e.to_string())?;
     let defaults = crate::config::Config::default();
-    let default_workers = defaults.workers.sched_threads;
+    // What a daemon on the defaults runs (`auto` resolved as it would be).
+    let default_workers = defaults
+        .workers
+        .sched_threads
+        .resolve(&crate::cpus::CpuLimit::this_process());
     let mut daemon = BenchDaemon::start_with("defaults", default_workers, free_port()?, "")?;
     // Up and answering before the measuring thread starts.
     drop(daemon.connect()?);

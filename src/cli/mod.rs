@@ -560,7 +560,7 @@ fn config_check(
                 println!(
                     "{}",
                     serde_json::json!({"ok": true, "source": loaded.source.to_string(),
-                        "workers": c.workers.sched_threads,
+                        "workers": loaded.workers,
                         "segments_bytes": c.total_segment_size(),
                         "shm_size": c.memory.shm_size, "zmq_port": c.network.zmq_port,
                         "node_id": loaded.node_id, "nodes": loaded.hosts.len().max(1),
@@ -571,10 +571,14 @@ fn config_check(
             for w in &loaded.warnings {
                 eprintln!("chimaera: warning: {w}");
             }
+            let auto = match loaded.config.workers.sched_threads {
+                config::WorkerCount::Auto => " (auto)",
+                config::WorkerCount::Count(_) => "",
+            };
             println!(
-                "configuration OK ({}): {} workers, segments {} in {} of shared memory, zmq port {}, node {} of {}",
+                "configuration OK ({}): {} workers{auto}, segments {} in {} of shared memory, zmq port {}, node {} of {}",
                 loaded.source,
-                c.workers.sched_threads,
+                loaded.workers,
                 human(c.total_segment_size()),
                 human(c.memory.shm_size),
                 c.network.zmq_port,

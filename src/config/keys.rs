@@ -12,8 +12,9 @@ pub enum Kind {
         min: u64,
         max: u64,
     },
-    /// `auto`, or a whole number from 0 to max written as a number.
+    /// `auto`, or a whole number from min to max written as a number.
     AutoOrCount {
+        min: u64,
         max: u64,
     },
     /// Bytes, or with a K/M/G/T suffix.
@@ -56,7 +57,9 @@ impl Kind {
     pub(super) fn expects(&self) -> String {
         match self {
             Kind::Count { min, max } => format!("a whole number from {min} to {max}"),
-            Kind::AutoOrCount { max } => format!("auto, or a whole number from 0 to {max}"),
+            Kind::AutoOrCount { min, max } => {
+                format!("auto, or a whole number from {min} to {max}")
+            }
             Kind::Size { min, max } => format!(
                 "a size from {} to {} (bytes, or with a K/M/G suffix)",
                 human(*min),
@@ -164,6 +167,15 @@ impl FromValue for NodeIdSetting {
     }
 }
 
+impl FromValue for WorkerCount {
+    fn from_value(v: Value) -> Self {
+        match v {
+            Value::Num(n) => WorkerCount::Count(u32::from_value(Value::Num(n))),
+            Value::Text(_) => WorkerCount::Auto,
+        }
+    }
+}
+
 impl FromValue for LaneMapPolicy {
     fn from_value(v: Value) -> Self {
         match String::from_value(v).as_str() {
@@ -219,8 +231,8 @@ macro_rules! keys {
 }
 
 keys! {
-    workers.sched_threads, Some("CHI_SCHED_WORKERS"), Kind::Count { min: 1, max: 1024 }, false,
-        "Scheduler worker threads, each pinned to its own core.";
+    workers.sched_threads, Some("CHI_SCHED_WORKERS"), Kind::AutoOrCount { min: 1, max: 1024 }, false,
+        "Scheduler worker threads, each pinned to its own core; auto: one per CPU this process may use (its CPU set, limited by its cgroup's CPU quota, rounded up).";
     workers.process_reaper_threads, Some("CHI_PROCESS_REAPER_WORKERS"), Kind::Count { min: 1, max: 64 }, false,
         "Threads that notice dead client processes and reclaim what they held.";
     memory.main_segment_size, Some("CHI_MAIN_SEGMENT_SIZE"), Kind::Size { min: MIB, max: TIB }, false,
@@ -235,7 +247,7 @@ keys! {
         "TCP port of the ZeroMQ socket other nodes reach this node on.";
     network.hostfile, Some("CHI_HOSTFILE"), Kind::Path, false,
         "File listing the cluster's nodes, one per line; empty for a single node.";
-    network.node_id, Some("CHI_NODE_ID"), Kind::AutoOrCount { max: 65535 }, false,
+    network.node_id, Some("CHI_NODE_ID"), Kind::AutoOrCount { min: 0, max: 65535 }, false,
         "This node's hostfile line (from 0); auto: the line with one of this machine's addresses and network.zmq_port.";
     network.cluster_key_file, Some("CHI_CLUSTER_KEY_FILE"), Kind::Path, false,
         "File holding the cluster's shared secret (hex or raw, at least 32 bytes, mode 0600 or 0400), the same on every node; every frame between nodes is then authenticated. Empty: frames are not authenticated.";
@@ -318,12 +330,12 @@ pub(super) fn parse_value(key: &Key, text: &str, plain: bool, null: bool) -> Res
                 _ => Err(format!("expected {}, got {text:?}", key.kind.expects())),
             }
         }
-        Kind::AutoOrCount { max } => {
+        Kind::AutoOrCount { min, max } => {
             // `auto` may be quoted; a number must not be, as for counts.
             if text.trim().eq_ignore_ascii_case("auto") {
                 return Ok(Value::Text("auto".into()));
             }
-            number(0, max).map(Value::Num)
+            number(min, max).map(Value::Num)
         }
         Kind::Size { min, max } => {
             let n = parse_size(text)?;

@@ -380,18 +380,23 @@ pub struct Collected {
 
 impl Collected {
     /// The configuration with what the machine gave (`node_id`,
-    /// `cluster_key`), or every problem found.
+    /// `cluster_key`, the CPUs `auto` workers count on), or every problem
+    /// found.
     pub fn finish(
         self,
         env: &Env,
         node_id: u32,
         cluster_key: Option<chimaera_proto::wire::ClusterKey>,
+        cpu: CpuLimit,
     ) -> Result<Loaded, ConfigErrors> {
         if !self.problems.is_empty() {
             return Err(ConfigErrors(self.problems));
         }
         let (run_dir, run_dir_configured) = run_dir(&self.config, env);
+        let workers = self.config.workers.sched_threads.resolve(&cpu);
         Ok(Loaded {
+            workers,
+            cpu,
             config: self.config,
             source: self.source,
             names: self.names,
@@ -406,10 +411,10 @@ impl Collected {
 }
 
 /// Reads, overlays and checks the configuration on its own terms, without
-/// the machine: `node_id` is 0 and no cluster key is read.
-/// `crate::preflight::load` is what the daemon and `config check` run.
+/// the machine: `node_id` is 0, no cluster key is read and `auto` workers
+/// are 1. `crate::preflight::load` is what the daemon and `config check` run.
 pub fn load(opts: &LoadOptions, env: &Env) -> Result<Loaded, ConfigErrors> {
-    collect(opts, env)?.finish(env, 0, None)
+    collect(opts, env)?.finish(env, 0, None, CpuLimit::default())
 }
 
 /// Rules across keys, and the hostfile the configuration names (read and

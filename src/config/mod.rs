@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use self::size::{human, parse_size};
 use self::yaml::{Loc, Node};
+use crate::cpus::CpuLimit;
 
 pub use chimaera_client::locate::{
     Env, LoadOptions, SERVER_CONF_ENV, SYSTEM_CONFIG_PATH, current_user, default_run_dirs,
@@ -72,6 +73,12 @@ pub struct Loaded {
     pub node_id: u32,
     /// The cluster key read from `network.cluster_key_file`, if one is set.
     pub cluster_key: Option<chimaera_proto::wire::ClusterKey>,
+    /// Scheduler workers to start: `workers.sched_threads`, `auto` resolved
+    /// against `cpu`.
+    pub workers: u32,
+    /// What limits this process's CPUs (read by `crate::preflight`; unknown
+    /// to a load without the machine).
+    pub cpu: CpuLimit,
     /// Things worth saying that do not stop the start (an unknown CHI_* variable).
     pub warnings: Vec<String>,
 }

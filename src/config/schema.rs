@@ -58,8 +58,57 @@ impl fmt::Display for LaneMapPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workers {
-    pub sched_threads: u32,
+    pub sched_threads: WorkerCount,
     pub process_reaper_threads: u32,
+}
+
+/// `workers.sched_threads`: a number of workers, or `auto`, one per CPU
+/// this process may use (its CPU set, limited by its cgroup's CPU quota;
+/// see `crate::cpus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCount {
+    Auto,
+    Count(u32),
+}
+
+impl WorkerCount {
+    /// The number of workers: the count given, or for `auto` the CPUs
+    /// `limit` leaves usable (1 when it knows none).
+    pub fn resolve(self, limit: &CpuLimit) -> u32 {
+        match self {
+            WorkerCount::Count(n) => n,
+            // The key's own maximum: a machine with more CPUs gets 1024.
+            WorkerCount::Auto => limit.usable().unwrap_or(1).clamp(1, 1024),
+        }
+    }
+}
+
+impl fmt::Display for WorkerCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerCount::Auto => f.write_str("auto"),
+            WorkerCount::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `auto` as a string, a count as a number, as a file would say it.
+impl Serialize for WorkerCount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WorkerCount::Auto => s.serialize_str("auto"),
+            WorkerCount::Count(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match NodeIdSetting::deserialize(d)? {
+            NodeIdSetting::Auto => WorkerCount::Auto,
+            NodeIdSetting::Id(n) => WorkerCount::Count(n),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,7 +299,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             workers: Workers {
-                sched_threads: 8,
+                sched_threads: WorkerCount::Count(8),
                 process_reaper_threads: 1,
             },
             memory: Memory {

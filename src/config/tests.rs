@@ -54,6 +54,7 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
         "logging.level" => ("debug".into(), "debug".into()),
         "logging.file" => ("/tmp/x/chimaera.log".into(), "/tmp/x/chimaera.log".into()),
         "performance.stack_size" => ("128K".into(), "131072".into()),
+        "workers.sched_threads" => ("auto".into(), "auto".into()),
         "performance.lane_map_policy" => ("map_by_pid_tid".into(), "map_by_pid_tid".into()),
         "shared_memory.group" => ("root".into(), "root".into()),
         "runtime.run_dir" => ("/tmp/chi-run".into(), "/tmp/chi-run".into()),
@@ -72,7 +73,7 @@ fn sample(key: &Key, hostfile: &str) -> (String, String) {
             Kind::Port => ("6123".into(), "6123".into()),
             Kind::PortOrOff => ("9464".into(), "9464".into()),
             // Node 0 is valid with or without the one-line hostfile.
-            Kind::AutoOrCount { .. } => ("0".into(), "0".into()),
+            Kind::AutoOrCount { min, .. } => (min.to_string(), min.to_string()),
             _ => panic!("no sample for {}", key.path()),
         },
     }
@@ -191,7 +192,7 @@ fn chi_server_conf_names_the_file() {
     let f = write_temp("workers:\n  sched_threads: 3\n");
     let env = Env::from_pairs([("USER", "t"), (SERVER_CONF_ENV, f.path().to_str().unwrap())]);
     let loaded = load(&isolated(), &env).unwrap();
-    assert_eq!(loaded.config.workers.sched_threads, 3);
+    assert_eq!(loaded.config.workers.sched_threads, WorkerCount::Count(3));
     assert_eq!(loaded.source, ConfigSource::File(f.path().to_path_buf()));
     // --config wins over CHI_SERVER_CONF.
     let g = write_temp("workers:\n  sched_threads: 5\n");
@@ -199,7 +200,10 @@ fn chi_server_conf_names_the_file() {
         config_path: Some(g.path().to_path_buf()),
         ..isolated()
     };
-    assert_eq!(load(&opts, &env).unwrap().config.workers.sched_threads, 5);
+    assert_eq!(
+        load(&opts, &env).unwrap().config.workers.sched_threads,
+        WorkerCount::Count(5)
+    );
     // A named file that is missing is an error, not a silent fallback.
     let env = Env::from_pairs([(SERVER_CONF_ENV, "/nonexistent/chimaera.yaml")]);
     let err = load(&isolated(), &env).unwrap_err();
@@ -226,7 +230,11 @@ fn precedence_defaults_file_env_flags() {
         ..isolated()
     };
     let c = load(&opts, &env).unwrap().config;
-    assert_eq!(c.workers.sched_threads, 4, "env beats file");
+    assert_eq!(
+        c.workers.sched_threads,
+        WorkerCount::Count(4),
+        "env beats file"
+    );
     assert_eq!(c.workers.process_reaper_threads, 2, "file beats default");
     assert_eq!(c.runtime.task_timeout, 700, "flag beats env");
     assert_eq!(c.runtime.heartbeat_interval, 1000, "default stays");
@@ -378,7 +386,7 @@ fn reload_diff_names_changed_keys() {
     let a = Config::default();
     let mut b = a.clone();
     b.logging.level = LogLevel::Debug;
-    b.workers.sched_threads = 2;
+    b.workers.sched_threads = WorkerCount::Count(2);
     let changed: Vec<(String, bool)> = changed_keys(&a, &b)
         .iter()
         .map(|(k, _, _)| (k.path(), k.live))
@@ -510,6 +518,68 @@ fn node_id_is_auto_or_a_number_and_shows_back() {
     let key = find_key("network.node_id").unwrap();
     assert_eq!(key.get(&Config::default()), "auto");
     assert_eq!(key.get(&again.config), "0");
+}
+
+#[test]
+fn sched_threads_is_auto_or_a_count_from_every_source() {
+    let loaded = load_yaml("workers:\n  sched_threads: auto\n", &no_env()).unwrap();
+    assert_eq!(loaded.config.workers.sched_threads, WorkerCount::Auto);
+    // preflight resolved it against this machine's CPUs.
+    assert_eq!(
+        loaded.workers,
+        loaded.cpu.usable().unwrap_or(1),
+        "{:?}",
+        loaded.cpu
+    );
+    assert!(to_yaml(&loaded).contains("sched_threads: auto"));
+    let again = load_yaml(&to_yaml(&loaded), &no_env()).unwrap();
+    assert_eq!(again.config.workers.sched_threads, WorkerCount::Auto);
+    let serde: Config = serde_saphyr::from_str(&to_yaml(&loaded)).unwrap();
+    assert_eq!(serde.workers.sched_threads, WorkerCount::Auto);
+
+    let env = Env::from_pairs([("USER", "t"), ("CHI_SCHED_WORKERS", "auto")]);
+    let l = load(&isolated(), &env).unwrap();
+    assert_eq!(l.config.workers.sched_threads, WorkerCount::Auto);
+    let opts = LoadOptions {
+        sets: vec!["workers.sched_threads=AUTO".into()],
+        ..isolated()
+    };
+    let l = load(&opts, &no_env()).unwrap();
+    assert_eq!(l.config.workers.sched_threads, WorkerCount::Auto);
+    assert_eq!(
+        find_key("workers.sched_threads").unwrap().get(&l.config),
+        "auto"
+    );
+    // A count is still a count, from 1: 0 workers is no runtime.
+    let l = load_yaml("workers:\n  sched_threads: 3\n", &no_env()).unwrap();
+    assert_eq!(l.workers, 3);
+    let err = load_yaml("workers:\n  sched_threads: 0\n", &no_env()).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "workers.sched_threads: expected auto, or a whole number from 1 to 1024, got 0"
+        ),
+        "{err}"
+    );
+
+    // The resolution itself: the CPU set, cut down by the quota.
+    let quota = |q| crate::cpus::Quota {
+        quota_us: q,
+        period_us: 100_000,
+        file: "/sys/fs/cgroup/cpu.max".into(),
+    };
+    let limit = |set, q: Option<u64>| CpuLimit {
+        cpu_set: set,
+        quota: q.map(quota),
+    };
+    assert_eq!(WorkerCount::Auto.resolve(&limit(Some(2), Some(100_000))), 1);
+    assert_eq!(WorkerCount::Auto.resolve(&limit(Some(8), Some(150_000))), 2);
+    assert_eq!(WorkerCount::Auto.resolve(&limit(Some(4), None)), 4);
+    assert_eq!(WorkerCount::Auto.resolve(&limit(None, None)), 1);
+    assert_eq!(WorkerCount::Auto.resolve(&limit(Some(4096), None)), 1024);
+    assert_eq!(
+        WorkerCount::Count(6).resolve(&limit(Some(2), Some(100_000))),
+        6
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ use chimaera_module::Module;
 use chimaera_proto::admin;
 use chimaera_proto::alloc::Arena;
 
-use crate::config::{Config, LaneMapPolicy};
+use crate::config::{LaneMapPolicy, Loaded, WorkerCount};
 use crate::shm::{HEADER_SIZE, Segments};
 use layout::{Layout, View};
 use pools::Registry;
@@ -52,16 +52,18 @@ pub struct Engine {
 
 impl Engine {
     /// Lays out the segments, creates the admin pool (pool 0, from the
-    /// module `admin` makes for this engine) and starts the workers (pinned,
-    /// one per allowed CPU in turn) and reapers.
+    /// module `admin` makes for this engine) and starts the workers
+    /// (`loaded.workers` of them, pinned, one per allowed CPU in turn) and
+    /// reapers.
     pub fn start(
-        config: &Config,
+        loaded: &Loaded,
         segments: Segments,
         mut registry: Registry,
         admin: impl FnOnce(Weak<RuntimeCore>) -> Arc<dyn Module>,
         log: &slog::Logger,
     ) -> Result<Engine, String> {
-        let workers = config.workers.sched_threads;
+        let config = &loaded.config;
+        let workers = loaded.workers;
         let main = &segments.main;
         let layout = Layout::compute(
             main.len(),
@@ -113,6 +115,15 @@ impl Engine {
         )?;
 
         let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        let limit = &loaded.cpu;
+        if config.workers.sched_threads == WorkerCount::Auto {
+            info!(
+                log,
+                "workers.sched_threads is auto: {} worker(s), one per CPU this process may use: {}",
+                workers,
+                limit.explain()
+            );
+        }
         if cpus.is_empty() {
             warn!(
                 log,
@@ -124,6 +135,17 @@ impl Engine {
                 "{} workers on {} allowed CPU(s): workers share cores",
                 workers,
                 cpus.len()
+            );
+        } else if let Some(q) = limit.quota.as_ref().filter(|q| workers > q.cpus()) {
+            // The CPU set has room, but the cgroup hands out less time than
+            // the workers would use: they take turns (throttled each period).
+            warn!(
+                log,
+                "{} workers, but the cgroup CPU quota ({}) allows {} CPU(s): workers share CPU time; set workers.sched_threads to auto or at most {}",
+                workers,
+                q,
+                q.cpus(),
+                q.cpus()
             );
         }
         let drain = Duration::from_millis(config.runtime.task_timeout.min(5000));

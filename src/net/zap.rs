@@ -2,7 +2,11 @@
 //! the bound ROUTER before any message of that connection is delivered, and
 //! we admit only addresses of the hostfile. Names in the hostfile are
 //! resolved again (at most once a second) when an unknown address knocks, so
-//! a peer whose name only resolves once it runs (a container) gets in.
+//! a peer whose name only resolves once it runs (a container) gets in, and
+//! the list follows a name to its new address: a pod rescheduled under the
+//! same name is admitted at its new address, and its old one, which the
+//! network may hand to anything else, no longer is. (Connections already
+//! admitted are not asked about again.)
 
 use std::collections::HashSet;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -21,11 +25,22 @@ pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 /// the handler only when their socket has one.
 pub const DOMAIN: &str = "chimaera";
 
+/// How names are resolved: the system's resolver, or a test's.
+pub type Resolver = Box<dyn Fn(&str, u16) -> Vec<IpAddr> + Send>;
+
 /// Addresses a hostfile admits, and how to refresh them.
 pub struct Allowlist {
     hosts: Vec<(String, u16)>,
     ips: HashSet<IpAddr>,
     refreshed: Option<Instant>,
+    resolve: Resolver,
+}
+
+fn system_resolver(host: &str, port: u16) -> Vec<IpAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default()
 }
 
 /// IPv4-mapped IPv6 addresses (a dual-stack socket's view of IPv4 peers)
@@ -39,6 +54,10 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
 
 impl Allowlist {
     pub fn new(hosts: &[HostEntry], zmq_port: u16) -> Allowlist {
+        Allowlist::with_resolver(hosts, zmq_port, Box::new(system_resolver))
+    }
+
+    pub fn with_resolver(hosts: &[HostEntry], zmq_port: u16, resolve: Resolver) -> Allowlist {
         let mut a = Allowlist {
             hosts: hosts
                 .iter()
@@ -46,20 +65,26 @@ impl Allowlist {
                 .collect(),
             ips: HashSet::new(),
             refreshed: None,
+            resolve,
         };
         a.refresh();
         a
     }
 
+    /// The hostfile's addresses as they resolve now, replacing the last
+    /// answer: a name that moved is admitted only where it is.
     fn refresh(&mut self) {
         self.refreshed = Some(Instant::now());
+        let mut ips = HashSet::new();
         for (host, port) in &self.hosts {
-            if let Ok(ip) = host.parse::<IpAddr>() {
-                self.ips.insert(normalize(ip));
-            } else if let Ok(addrs) = (host.as_str(), *port).to_socket_addrs() {
-                self.ips.extend(addrs.map(|a| normalize(a.ip())));
+            match host.parse::<IpAddr>() {
+                Ok(ip) => {
+                    ips.insert(normalize(ip));
+                }
+                Err(_) => ips.extend((self.resolve)(host, *port).into_iter().map(normalize)),
             }
         }
+        self.ips = ips;
     }
 
     /// Whether `addr` (as ZAP gives it) belongs to a hostfile node.
@@ -196,5 +221,60 @@ mod tests {
         assert!(!a.admits("127.0.0.2"));
         assert!(!a.admits("10.1.2.3"));
         assert!(!a.admits("not an address"));
+    }
+
+    #[test]
+    fn allowlist_follows_a_name_to_its_new_address() {
+        use std::sync::{Arc, Mutex};
+        let hosts = vec![
+            HostEntry {
+                host: "chimaera-0.chimaera-headless".into(),
+                port: Some(5555),
+                line: 1,
+            },
+            HostEntry {
+                host: "chimaera-1.chimaera-headless".into(),
+                port: Some(5555),
+                line: 2,
+            },
+        ];
+        // chimaera-1 runs at .11; chimaera-0 is not scheduled yet.
+        let table: Arc<Mutex<Vec<(&str, IpAddr)>>> = Arc::new(Mutex::new(vec![(
+            "chimaera-1.chimaera-headless",
+            "10.0.0.11".parse().unwrap(),
+        )]));
+        let t = table.clone();
+        let resolver: Resolver = Box::new(move |host, port| {
+            assert_eq!(port, 5555);
+            t.lock()
+                .unwrap()
+                .iter()
+                .filter(|(h, _)| *h == host)
+                .map(|(_, ip)| *ip)
+                .collect()
+        });
+        let mut a = Allowlist::with_resolver(&hosts, 5555, resolver);
+        assert!(a.admits("10.0.0.11"));
+        assert!(!a.admits("10.0.0.10"), "chimaera-0 does not resolve yet");
+        // chimaera-0 comes up at .10: it knocks again a second later (the
+        // refresh is rate-limited) and is let in.
+        table
+            .lock()
+            .unwrap()
+            .push(("chimaera-0.chimaera-headless", "10.0.0.10".parse().unwrap()));
+        a.refreshed = a.refreshed.map(|t| t - Duration::from_secs(2));
+        assert!(a.admits("10.0.0.10"));
+        // chimaera-1 is rescheduled: same name, new address. The new one is
+        // admitted and the old one no longer is, as the next refresh shows.
+        table.lock().unwrap()[0].1 = "10.0.0.42".parse().unwrap();
+        a.refreshed = a.refreshed.map(|t| t - Duration::from_secs(2));
+        assert!(a.admits("::ffff:10.0.0.42"));
+        assert!(!a.admits("10.0.0.11"), "the old address was dropped");
+        assert!(a.admits("10.0.0.10"), "the others stay");
+        // Within a second of the last refresh nothing is looked up again.
+        table.lock().unwrap().clear();
+        assert!(a.admits("10.0.0.42"));
+        assert!(!a.admits("10.9.9.9"));
+        assert!(a.admits("10.0.0.42"), "no refresh inside the second");
     }
 }

@@ -338,7 +338,7 @@ pub fn run(opts: LoadOptions, mut registry: crate::engine::pools::Registry) -> u
     }
     notify(&log, &[NotifyState::Status("starting workers")]);
     let admin = |core| Arc::new(AdminModule::new(core)) as Arc<dyn Module>;
-    let mut engine = match Engine::start(&loaded.config, segments, registry, admin, &log) {
+    let mut engine = match Engine::start(&loaded, segments, registry, admin, &log) {
         Ok(e) => e,
         Err(e) => {
             error!(log, "cannot start the task engine: {}", e);

@@ -531,3 +531,32 @@ pub fn wait_healthy(name: &str, limit: Duration) {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// A /16 of 172.16.0.0/12 that no Docker network uses, preferring the
+/// compose file's own 172.20.
+pub fn free_subnet() -> String {
+    let ids = run(60, &["docker", "network", "ls", "-q"])
+        .expect_ok()
+        .stdout;
+    let mut used = String::new();
+    for id in ids.split_whitespace() {
+        used += &run(
+            60,
+            &[
+                "docker",
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                id,
+            ],
+        )
+        .stdout;
+    }
+    let routes = run(10, &["ip", "route"]).stdout;
+    (20..32)
+        .chain(16..20)
+        .map(|n| format!("172.{n}"))
+        .find(|p| !used.contains(&format!("{p}.")) && !routes.contains(&format!("{p}.")))
+        .expect("no free 172.x.0.0/16 for the test cluster")
+}

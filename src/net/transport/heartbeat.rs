@@ -102,15 +102,16 @@ impl Transport {
     /// A peer's epoch from its heartbeat or ack. A newer one means it
     /// restarted: what it was running for us is lost, so those tasks fail
     /// now rather than at their timeout. An older one is a stray and ignored.
-    pub(super) fn learn_epoch(&mut self, node: u32, epoch: u64) {
+    /// True when it restarted.
+    pub(super) fn learn_epoch(&mut self, node: u32, epoch: u64) -> bool {
         let peer = &self.shared.peers[node as usize];
         let old = peer.epoch.load(Ordering::Relaxed);
         if epoch <= old {
-            return;
+            return false;
         }
         peer.epoch.store(epoch, Ordering::Relaxed);
         if old == 0 {
-            return;
+            return false;
         }
         info!(
             self.log,
@@ -121,5 +122,6 @@ impl Transport {
             peer.addr
         );
         self.fail_pending(node, &msg);
+        true
     }
 }

@@ -170,7 +170,11 @@ impl Transport {
         let src = claimed;
         match frame {
             Frame::Heartbeat { epoch, sent_ns } => {
-                self.learn_epoch(src, epoch);
+                // Its heartbeat came in on its own connection to us; ours
+                // to it may still point at where its last run was.
+                if self.learn_epoch(src, epoch) {
+                    self.reconnect(src);
+                }
                 let ack = Frame::HeartbeatAck {
                     epoch: self.epoch,
                     echo_sent_ns: sent_ns,
@@ -233,6 +237,7 @@ impl Transport {
                 epoch,
                 echo_sent_ns,
             } => {
+                // On our own connection: that one is evidently fine.
                 self.learn_epoch(node, epoch);
                 self.shared.peers[node as usize]
                     .rtt_ns

@@ -180,7 +180,7 @@ impl Net {
         )
         .map_err(|e| NetError::Setup(format!("the ZAP handler: {e}")))?;
         let port = cfg.zmq_port;
-        let router = socket::open_router(&ctx, port)?;
+        let router = socket::open_router(&ctx, port, cfg.heartbeat)?;
         let dealers = socket::connect_dealers(&ctx, &cfg)?;
         let epoch = next_epoch(cfg.epoch_file.as_deref(), log);
         let wake = match &cfg.wake {
@@ -209,6 +209,8 @@ impl Net {
             log: log.clone(),
             router,
             dealers,
+            hosts: cfg.hosts.clone(),
+            zmq_port: cfg.zmq_port,
             key: cfg.key,
             seq: SeqCounter::starting_at(epoch),
             epoch,
@@ -293,6 +295,9 @@ struct Transport {
     log: slog::Logger,
     router: zmq::Socket,
     dealers: Vec<Option<zmq::Socket>>,
+    /// The hostfile, for connecting a DEALER again ([`Transport::reconnect`]).
+    hosts: Vec<HostEntry>,
+    zmq_port: u16,
     key: Option<ClusterKey>,
     seq: SeqCounter,
     epoch: u64,

@@ -6,6 +6,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::{NetConfig, Transport};
 use crate::config::hostfile::HostEntry;
@@ -48,19 +49,34 @@ pub(super) fn bind_wake(path: &Path, access: crate::shm::Access) -> std::io::Res
 }
 
 /// What every socket of the thread is set to.
-fn setup(s: &zmq::Socket) -> Result<(), zmq::Error> {
+///
+/// ZeroMQ's own heartbeats (ZMTP PING/PONG) every `heartbeat`, and a
+/// connection that answers none for three of them is closed: a peer whose
+/// machine or container vanished sends no FIN or RST, and TCP alone would
+/// keep retransmitting into the void for a quarter of an hour. A DEALER
+/// whose connection is closed reconnects, and every attempt resolves the
+/// peer's name again (libzmq's tcp connecter), so a peer rescheduled under
+/// the same name at another address is found there.
+fn setup(s: &zmq::Socket, heartbeat: Duration) -> Result<(), zmq::Error> {
     s.set_linger(0)?;
     s.set_maxmsgsize(MAX_FRAME as i64)?;
     s.set_ipv6(true)?;
     s.set_sndhwm(100_000)?;
     s.set_rcvhwm(100_000)?;
+    let ms = i32::try_from(heartbeat.as_millis()).unwrap_or(i32::MAX / 3);
+    s.set_heartbeat_ivl(ms)?;
+    s.set_heartbeat_timeout(ms.saturating_mul(3))?;
     Ok(())
 }
 
 /// The ROUTER peers' tasks and heartbeats arrive on, bound on `port`.
-pub(super) fn open_router(ctx: &zmq::Context, port: u16) -> Result<zmq::Socket, NetError> {
+pub(super) fn open_router(
+    ctx: &zmq::Context,
+    port: u16,
+    heartbeat: Duration,
+) -> Result<zmq::Socket, NetError> {
     let router = ctx.socket(zmq::ROUTER).map_err(NetError::Socket)?;
-    setup(&router).map_err(NetError::Socket)?;
+    setup(&router, heartbeat).map_err(NetError::Socket)?;
     router
         .set_zap_domain(zap::DOMAIN)
         .map_err(NetError::Socket)?;
@@ -88,7 +104,7 @@ pub(super) fn connect_dealers(
             continue;
         }
         let d = ctx.socket(zmq::DEALER).map_err(NetError::Socket)?;
-        setup(&d).map_err(NetError::Socket)?;
+        setup(&d, cfg.heartbeat).map_err(NetError::Socket)?;
         d.set_identity(&identity(cfg.node_id))
             .map_err(NetError::Socket)?;
         // Queue nothing for a peer that is not connected: a task for it
@@ -104,6 +120,30 @@ pub(super) fn connect_dealers(
 }
 
 impl Transport {
+    /// Drops the connection to `node` and connects anew, which resolves its
+    /// name again. For a peer that restarted: it may be at another address
+    /// now (a rescheduled pod), and the old connection, to an address
+    /// nobody answers at, would otherwise wait for ZeroMQ's heartbeat
+    /// timeout. What was queued on the old connection is dropped; the
+    /// restart already failed the tasks sent to the peer's last run.
+    pub(super) fn reconnect(&mut self, node: u32) {
+        let Some(d) = &self.dealers[node as usize] else {
+            return;
+        };
+        let ep = endpoint(&self.hosts[node as usize], self.zmq_port);
+        // Not connected (any more) is fine: connect is what matters.
+        let _ = d.disconnect(&ep);
+        if let Err(e) = d.connect(&ep) {
+            slog::warn!(
+                self.log,
+                "cannot reconnect to node {} ({}): {}",
+                node,
+                ep,
+                e
+            );
+        }
+    }
+
     fn next_header(&self, dst: u32) -> HeaderFields {
         HeaderFields {
             src_node: self.shared.node_id,
