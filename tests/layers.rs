@@ -52,7 +52,8 @@ const CLIENT: &[(&str, u32)] = &[
     ("connect", 2),
     ("submit", 2),
     ("handle", 2),
-    ("lib", 3),
+    ("owned", 3),
+    ("lib", 4),
 ];
 
 /// Which workspace crates each crate may depend on.

@@ -41,10 +41,12 @@ mod connect;
 pub mod discovery;
 mod handle;
 pub mod locate;
+mod owned;
 mod submit;
 
 use connect::*;
 pub use handle::TaskHandle;
+pub use owned::OwnedTaskHandle;
 
 use chimaera_proto::admin::{self, PoolInfo};
 use chimaera_proto::alloc::{Arena, Region};
