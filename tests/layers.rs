@@ -61,6 +61,7 @@ const CRATES: &[(&str, &[&str])] = &[
     ("crates/chimaera-proto", &[]),
     ("crates/chimaera-client", &["chimaera-proto"]),
     ("crates/chimaera-module", &["chimaera-proto"]),
+    ("python", &["chimaera-client", "chimaera-proto"]),
 ];
 
 fn root() -> PathBuf {
@@ -285,6 +286,10 @@ fn clients_and_modules_build_without_the_daemons_dependencies() {
             &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
         ),
         ("chimaera-module", &["zmq", "zmq-sys", "clap", "slog"][..]),
+        (
+            "chimaera-python",
+            &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
+        ),
         (
             "chimaera-proto",
             &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
