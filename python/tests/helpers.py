@@ -16,7 +16,10 @@ def sleep_ms(ms: int) -> bytes:
 def run_python(
     args: List[str], timeout: float = 60, extra_env: Optional[Dict[str, str]] = None
 ) -> subprocess.CompletedProcess:
-    """This interpreter on `args` (e.g. ["-m", "chimaera", ...]), without CHI_*."""
+    """This interpreter on `args` (e.g. ["-m", "chimaera", ...]), without
+    CHI_*, from / (so `-m` finds the installed package, not a source tree)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHI_")}
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], env=env, cwd="/", capture_output=True, text=True, timeout=timeout
+    )
