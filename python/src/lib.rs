@@ -25,7 +25,7 @@ use task::{PyTask, PyTaskBatch, Slot, limit, wait_sliced};
 
 /// A task's input: a `bytes` object read in place, or a copy of another
 /// bytes-like object (a `bytearray` may change under us; a `memoryview`
-/// is read through `bytes()`, since abi3 for 3.9 has no buffer protocol).
+/// is copied through `memoryview`, since abi3 for 3.9 has no buffer protocol).
 enum Input<'py> {
     Borrowed(Bound<'py, PyBytes>),
     Owned(Vec<u8>),
@@ -47,10 +47,14 @@ impl<'py> Input<'py> {
                 "a task's data is bytes, not str: encode it first (e.g. s.encode())",
             ));
         }
-        let bytes = data
-            .py()
-            .get_type::<PyBytes>()
+        // Through memoryview: it takes buffers only, where bytes() would
+        // also turn an int into that many zeros.
+        let py = data.py();
+        let bytes = py
+            .import("builtins")?
+            .getattr("memoryview")?
             .call1((data,))
+            .and_then(|view| view.call_method0("tobytes"))
             .map_err(|_| {
                 PyTypeError::new_err(format!(
                     "a task's data is bytes-like (bytes, bytearray, memoryview), not {}",

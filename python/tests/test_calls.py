@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import json
 import struct
 import time
@@ -27,6 +28,7 @@ def test_call_runs_the_task_on_its_input(client: chimaera.Client) -> None:
     # Every bytes-like input, and none (empty).
     assert client.call(ADMIN_POOL, AdminMethod.ECHO, bytearray(b"ba")) == b"ba"
     assert client.call(ADMIN_POOL, AdminMethod.ECHO, memoryview(b"xmvx")[1:3]) == b"mv"
+    assert client.call(ADMIN_POOL, AdminMethod.ECHO, array.array("B", [1, 2])) == b"\x01\x02"
     assert client.call(ADMIN_POOL, AdminMethod.ECHO) == b""
     assert client.call(ADMIN_POOL, AdminMethod.PING) == b""
     # Beyond a record's inline bytes: through the data segments both ways.
@@ -41,6 +43,10 @@ def test_call_refuses_what_is_not_bytes(client: chimaera.Client) -> None:
         client.call(ADMIN_POOL, AdminMethod.ECHO, "text")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="bytes-like"):
         client.call(ADMIN_POOL, AdminMethod.ECHO, 3.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not int"):
+        client.call(ADMIN_POOL, AdminMethod.ECHO, 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes-like"):
+        client.submit_many(ADMIN_POOL, AdminMethod.ECHO, [b"ok", [1, 2]])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="timeout"):
         client.call(ADMIN_POOL, AdminMethod.PING, timeout=-1)
     with pytest.raises(OverflowError):
