@@ -5,14 +5,16 @@ set -euo pipefail
 
 # zmq-sys compiles libzmq into the binary: a C++ compiler is all it needs.
 # g++ (and gcc, which it brings) also build the C and C++ clients of
-# tests/capi.rs; pkg-config reads chimaera.pc there.
-build_pkgs=(pkg-config g++)
+# tests/capi.rs; pkg-config reads chimaera.pc there. The workspace's Python
+# bindings (python/, PyO3) ask a python3 for its configuration when they build.
+build_pkgs=(pkg-config g++ python3)
 # debootstrap builds the local base image; mandoc/groff lint the man pages;
 # lintian checks the .deb; systemd gives systemd-analyze; util-linux gives
 # unshare (a private /dev/shm); docker.io and docker-compose run the images.
 # dpkg-dev gives cargo-deb dpkg-shlibdeps; binutils readelf; iproute2 ip;
 # prometheus gives promtool, which checks the metrics endpoint's text.
-test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps dpkg-dev binutils iproute2 prometheus)
+# python3-venv: the Python tests run in a virtual environment of their own.
+test_pkgs=(debootstrap mandoc groff lintian systemd util-linux coreutils procps dpkg-dev binutils iproute2 prometheus python3-venv)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -74,4 +76,16 @@ fi
 if [ "${1:-}" = "--test" ] && ! cargo deb --version >/dev/null 2>&1; then
     echo "deps: installing cargo-deb"
     cargo install cargo-deb --locked --quiet
+fi
+
+# The Python package's tests (python/tests) build the wheel with maturin and
+# run pytest, both from PyPI, in a virtual environment inside target/ (the
+# system's Python stays as it is).
+if [ "${1:-}" = "--test" ]; then
+    venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
+    if ! "$venv/bin/maturin" --version >/dev/null 2>&1 || ! "$venv/bin/pytest" --version >/dev/null 2>&1; then
+        echo "deps: installing maturin and pytest into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" "pytest>=7"
+    fi
 fi

@@ -30,4 +30,9 @@ fi
 # The lints first: cheap, and a layer or SAFETY-comment slip fails here.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --no-fail-fast "$@"
+# The Python package (python/): its wheel and its pytest suite, run even
+# when a cargo test failed (the status is the first failure's).
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+scripts/test-python.sh || { s=$?; [ "$status" -ne 0 ] || status=$s; }
+exit "$status"

@@ -54,7 +54,7 @@ const CLIENT: &[(&str, u32)] = &[
     ("connect", 2),
     ("submit", 2),
     ("handle", 2),
-    ("lib", 3),
+    ("lib", 4),
 ];
 
 /// Which workspace crates each crate may depend on.
@@ -66,6 +66,7 @@ const CRATES: &[(&str, &[&str])] = &[
         "crates/chimaera-capi",
         &["chimaera-client", "chimaera-proto"],
     ),
+    ("python", &["chimaera-client", "chimaera-proto"]),
 ];
 
 fn root() -> PathBuf {
@@ -292,6 +293,10 @@ fn clients_and_modules_build_without_the_daemons_dependencies() {
         ("chimaera-module", &["zmq", "zmq-sys", "clap", "slog"][..]),
         (
             "chimaera-capi",
+            &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
+        ),
+        (
+            "chimaera-python",
             &["zmq", "zmq-sys", "clap", "slog", "corosensei"][..],
         ),
         (

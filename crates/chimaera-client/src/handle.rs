@@ -77,6 +77,20 @@ impl TaskHandle<'_> {
         self.ticket.result(self.client, f)
     }
 
+    /// Waits until the task is done or `limit` (if any) passed, keeping the
+    /// handle: `Ok(true)` done, `Ok(false)` the limit came first (the task
+    /// still runs: wait again, or drop the handle). For bindings that wait
+    /// without their interpreter lock and read the output with it.
+    pub fn wait_done(&self, limit: Option<Duration>) -> Result<bool, ClientError> {
+        self.ticket.wait_done(self.client, limit)
+    }
+
+    /// Lends a done task's output where it lies in shared memory, or gives
+    /// the task's error; an error if the task is not done yet.
+    pub fn output_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
+        self.ticket.output_with(self.client, f)
+    }
+
     /// The same task, holding a clone of its client instead of a borrow.
     pub fn into_owned(self) -> OwnedTaskHandle {
         let this = std::mem::ManuallyDrop::new(self);
@@ -100,6 +114,16 @@ impl OwnedTaskHandle {
     /// The client that submitted the task.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// As [`TaskHandle::wait_done`].
+    pub fn wait_done(&self, limit: Option<Duration>) -> Result<bool, ClientError> {
+        self.ticket.wait_done(&self.client, limit)
+    }
+
+    /// As [`TaskHandle::output_with`].
+    pub fn output_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
+        self.ticket.output_with(&self.client, f)
     }
 
     /// Waits for completion as [`TaskHandle::wait`] does, and copies the output.
@@ -132,6 +156,40 @@ impl OwnedTaskHandle {
 }
 
 impl Ticket {
+    /// `Ok(true)` done; `Ok(false)` the caller's limit passed first. Errors:
+    /// the runtime gone (checked once more before `Ok(false)`: a short limit
+    /// ends the wait before its periodic check), or the task's own deadline
+    /// passed by [`LOST_TASK_GRACE`].
+    fn wait_done(&self, client: &Client, limit: Option<Duration>) -> Result<bool, ClientError> {
+        let until = limit.and_then(deadline_after);
+        match self.wait_until(client, until) {
+            Ok(()) => Ok(true),
+            // The same error for the caller's limit and the task's lost
+            // deadline; only the caller's has passed by its own clock.
+            Err(ClientError::TimedOut) if until.is_some_and(|u| Instant::now() >= u) => {
+                if self.is_done(client) {
+                    return Ok(true);
+                }
+                client.check_alive()?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn output_with<R>(
+        &self,
+        client: &Client,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ClientError> {
+        if !self.is_done(client) {
+            return Err(ClientError::Other(
+                "the task is not done yet: wait for it before reading its output".into(),
+            ));
+        }
+        self.result(client, f)
+    }
+
     pub(crate) fn rec<'a>(&self, client: &'a Client) -> &'a record::TaskRecord {
         client.inner.view.records.get(self.idx)
     }
