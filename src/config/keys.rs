@@ -400,13 +400,8 @@ pub(super) fn parse_value(key: &Key, text: &str, plain: bool, null: bool) -> Res
                             "{m:?} is a relative path; give a module name or an absolute path"
                         ));
                     }
-                } else if let Some(bad) = m
-                    .chars()
-                    .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-                {
-                    return Err(format!(
-                        "{m:?} has {bad:?}; a module name has letters, digits, '_', '-' and '.'"
-                    ));
+                } else {
+                    chimaera_module::check_module_name(m)?;
                 }
                 if items.contains(&m) {
                     return Err(format!("{m:?} is listed twice"));

@@ -12,7 +12,6 @@
 //! Catching costs nothing until something panics; the mark is two
 //! thread-local stores a task.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -32,18 +31,7 @@ pub fn in_module<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs module code; a panic becomes its message.
 pub fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| message(p.as_ref()))
-}
-
-/// The text a panic carried.
-pub fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic without a message)".into()
-    }
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| chimaera_module::panic_message(p.as_ref()))
 }
 
 /// Installs the hook once per process: a panic in module code is reported
@@ -63,7 +51,7 @@ pub fn install_hook() {
                 eprintln!(
                     "chimaera: module code panicked on {}{at}: {}; its task fails, the runtime goes on",
                     thread.name().unwrap_or("a thread"),
-                    message(info.payload())
+                    chimaera_module::panic_message(info.payload())
                 );
                 return;
             }

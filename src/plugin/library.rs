@@ -142,7 +142,8 @@ pub fn open(file: &Path) -> Result<Library, LoadError> {
         });
     }
     let name = text(d.name, "name")?;
-    check_module_name(&name).map_err(|why| LoadError::BadField { field: "name", why })?;
+    chimaera_module::check_module_name(&name)
+        .map_err(|why| LoadError::BadField { field: "name", why })?;
     let version = text(d.version, "version")?;
     let sdk_version = text(d.sdk_version, "sdk_version")?;
     Ok(Library {
@@ -178,20 +179,4 @@ fn text(s: ChiStr, field: &'static str) -> Result<String, LoadError> {
     // copied at once.
     let bytes = unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec();
     String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))
-}
-
-/// The rule for a module's name: what pools and `modules.load` can write.
-pub fn check_module_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("it is empty".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "{name:?} has {c:?}; a module name has letters, digits, '_', '-' and '.'"
-        ));
-    }
-    Ok(())
 }

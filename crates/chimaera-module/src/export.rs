@@ -61,17 +61,6 @@ pub fn entry(make: fn() -> Box<dyn Module>, version: &'static str) -> *const Chi
     }
 }
 
-/// The panic's text, for the task's error.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic without a message)".into()
-    }
-}
-
 /// # Safety
 /// The host's promise: `bytes` is null with `len` 0, or `len` readable bytes.
 unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
@@ -125,7 +114,7 @@ unsafe extern "C" fn create(
         Ok(Err(m)) => m,
         Err(p) => format!(
             "the module panicked creating the container: {}",
-            panic_text(&*p)
+            crate::panic_message(&*p)
         ),
     };
     // SAFETY: the host's error buffer.
@@ -167,7 +156,10 @@ unsafe extern "C" fn run(
     let e = match ran {
         Ok(Ok(())) => return code::OK,
         Ok(Err(e)) => e,
-        Err(p) => TaskError::Failed(format!("the module panicked: {}", panic_text(&*p))),
+        Err(p) => TaskError::Failed(format!(
+            "the module panicked: {}",
+            crate::panic_message(&*p)
+        )),
     };
     let message = match &e {
         TaskError::NoSuchMethod(_) => String::new(),

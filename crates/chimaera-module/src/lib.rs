@@ -40,6 +40,35 @@ pub mod export;
 pub use chimaera_proto::admin::PoolInfo;
 pub use chimaera_proto::record::status;
 
+/// The text a panic carried (its `&str` or `String` payload): what a
+/// contained module panic reports, in the daemon and in a plugin alike.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".into()
+    }
+}
+
+/// The rule for a module's name, as `modules.load` writes it and a plugin's
+/// descriptor declares it: letters, digits, `_`, `-` and `.`, not empty.
+pub fn check_module_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "{name:?} has {c:?}; a module name has letters, digits, '_', '-' and '.'"
+        ));
+    }
+    Ok(())
+}
+
 /// Why a task did not succeed, as a module says it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskError {
