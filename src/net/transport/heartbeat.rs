@@ -14,6 +14,25 @@ use chimaera_proto::wire::Frame;
 /// Heartbeats a peer may miss before it is marked down.
 const MISSED_HEARTBEATS: u64 = 3;
 
+/// Our connection to one peer: when it last carried an answer, and when it
+/// was last connected anew.
+#[derive(Clone, Copy)]
+pub(super) struct Dial {
+    answered_ms: u64,
+    pub(super) redialed_ms: u64,
+}
+
+impl Dial {
+    /// Counted from `now_ms` (the node's start): a fresh connection gets two
+    /// heartbeats to be answered before it is suspected.
+    pub(super) fn new(now_ms: u64) -> Dial {
+        Dial {
+            answered_ms: now_ms,
+            redialed_ms: now_ms,
+        }
+    }
+}
+
 impl Transport {
     /// Sends a heartbeat to every peer.
     pub(super) fn heartbeats(&mut self) {
@@ -80,13 +99,14 @@ impl Transport {
     /// A valid frame from `node` arrived. Any frame shows it alive; only an
     /// answer on our own connection to it (`both_ways`) shows that tasks can
     /// reach it, so only that marks it up.
-    pub(super) fn heard(&self, node: u32, both_ways: bool) {
+    pub(super) fn heard(&mut self, node: u32, both_ways: bool) {
         let peer = &self.shared.peers[node as usize];
         peer.last_heard_mono_ms
             .store(chimaera_proto::sync::mono_ms(), Ordering::Relaxed);
         if !both_ways {
             return;
         }
+        self.dialed[node as usize].answered_ms = chimaera_proto::sync::mono_ms();
         let was = peer.state.swap(PEER_UP, Ordering::AcqRel);
         if was != PEER_UP {
             info!(
@@ -97,6 +117,31 @@ impl Transport {
                 if was == PEER_DOWN { "up again" } else { "up" }
             );
         }
+    }
+
+    /// `node`'s heartbeat came in on its connection to us. If ours to it has
+    /// carried no answer for two heartbeats, connect it anew: the peer
+    /// evidently runs and reaches us, so ours is the broken half. That is
+    /// the case when the peer refused our first attempt (its ZAP handler did
+    /// not yet know our address, as when pods start together and names
+    /// resolve only once a pod exists), and libzmq does not retry a refused
+    /// handshake by itself. At most once per two heartbeats per peer.
+    pub(super) fn redial_if_one_way(&mut self, node: u32) {
+        let hb_ms = (self.heartbeat_ns / 1_000_000).max(1);
+        let now = chimaera_proto::sync::mono_ms();
+        let d = &self.dialed[node as usize];
+        if now.saturating_sub(d.answered_ms) <= 2 * hb_ms
+            || now.saturating_sub(d.redialed_ms) <= 2 * hb_ms
+        {
+            return;
+        }
+        info!(
+            self.log,
+            "node {} ({}) reaches this node but has not answered on this node's connection to it: connecting again",
+            node,
+            self.shared.peers[node as usize].addr
+        );
+        self.reconnect(node);
     }
 
     /// A peer's epoch from its heartbeat or ack. A newer one means it

@@ -174,6 +174,8 @@ impl Transport {
                 // to it may still point at where its last run was.
                 if self.learn_epoch(src, epoch) {
                     self.reconnect(src);
+                } else {
+                    self.redial_if_one_way(src);
                 }
                 let ack = Frame::HeartbeatAck {
                     epoch: self.epoch,

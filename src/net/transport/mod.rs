@@ -1,7 +1,9 @@
 //! The network thread: every socket, every frame, every heartbeat.
 //!
-//! Per peer it keeps one DEALER (connected at start, reconnected by ZeroMQ)
-//! and two replay windows, one per direction of traffic: Task and Heartbeat
+//! Per peer it keeps one DEALER (connected at start, reconnected by ZeroMQ
+//! when a connection drops, and by us when the peer restarted or reaches us
+//! while our connection to it stays unanswered, as after a refused
+//! handshake, which libzmq does not retry) and two replay windows, one per direction of traffic: Task and Heartbeat
 //! frames only arrive on the ROUTER, Reply, Error and HeartbeatAck only on
 //! the DEALER, so a frame recorded on one connection cannot be replayed onto
 //! the other. A task sent on is tracked until its reply, its deadline or its
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use slog::{info, warn};
 
+use self::heartbeat::Dial;
 use self::inbound::DropLog;
 use self::outbound::{Broadcast, Pending};
 use self::serve::Serving;
@@ -217,6 +220,7 @@ impl Net {
             epoch_file: cfg.epoch_file.clone(),
             router_windows: vec![ReplayWindow::new(); n],
             dealer_windows: vec![ReplayWindow::new(); n],
+            dialed: vec![Dial::new(chimaera_proto::sync::mono_ms()); n],
             next_id: 1,
             pending: HashMap::new(),
             serving: HashMap::new(),
@@ -306,6 +310,9 @@ struct Transport {
     epoch_file: Option<PathBuf>,
     router_windows: Vec<ReplayWindow>,
     dealer_windows: Vec<ReplayWindow>,
+    /// Per peer: when our connection to it last carried an answer, and when
+    /// it was last connected anew (see [`Transport::redial_if_one_way`]).
+    dialed: Vec<Dial>,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     serving: HashMap<u32, Serving>,

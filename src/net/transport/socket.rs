@@ -131,6 +131,7 @@ impl Transport {
             return;
         };
         let ep = endpoint(&self.hosts[node as usize], self.zmq_port);
+        self.dialed[node as usize].redialed_ms = chimaera_proto::sync::mono_ms();
         // Not connected (any more) is fine: connect is what matters.
         let _ = d.disconnect(&ep);
         if let Err(e) = d.connect(&ep) {
