@@ -527,6 +527,23 @@ fn peers_up_and_down_and_routed_tasks() {
         .unwrap()
             >= 5.0
     );
+    // Every message carries at least one frame.
+    let messages_out = value(
+        &s,
+        "chimaera_transport_messages_total",
+        &[("direction", "out")],
+    )
+    .unwrap();
+    assert!(messages_out >= 1.0);
+    assert!(
+        messages_out
+            <= value(
+                &s,
+                "chimaera_transport_frames_total",
+                &[("direction", "out")]
+            )
+            .unwrap()
+    );
     // Node 0's own pings ran on node 1: none counted here by a module.
     assert_eq!(
         value(

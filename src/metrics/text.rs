@@ -273,6 +273,21 @@ fn render_cluster(o: &mut Out, c: &ClusterStats) {
         k.frames_out,
     );
     o.family(
+        "chimaera_transport_messages_total",
+        "counter",
+        "ZeroMQ messages from and to other nodes; a message holds one frame or, when several were queued for a peer at once, a batch of them.",
+    );
+    o.sample(
+        "chimaera_transport_messages_total",
+        &[("direction", "in")],
+        k.messages_in,
+    );
+    o.sample(
+        "chimaera_transport_messages_total",
+        &[("direction", "out")],
+        k.messages_out,
+    );
+    o.family(
         "chimaera_transport_frames_dropped_total",
         "counter",
         "Frames from other nodes dropped, by reason.",

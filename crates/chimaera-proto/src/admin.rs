@@ -199,6 +199,8 @@ macro_rules! counters {
 counters! {
     frames_in: "Frames accepted.",
     frames_out: "Frames sent.",
+    messages_in: "ZeroMQ messages received from other nodes (each holds one frame or several).",
+    messages_out: "ZeroMQ messages sent to other nodes (each holds one frame or several).",
     tasks_forwarded: "Tasks of this node's clients sent to another node (each broadcast leg counts).",
     tasks_served: "Tasks run here for another node.",
     dropped_bad_frame: "Messages that are not a valid frame (garbage, wrong version, malformed).",

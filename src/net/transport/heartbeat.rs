@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use slog::{info, warn};
 
 use super::Transport;
+use super::batch::Via;
 use crate::net::{PEER_DOWN, PEER_UP};
 use chimaera_proto::sync::now_ns;
 use chimaera_proto::wire::Frame;
@@ -45,7 +46,7 @@ impl Transport {
                 sent_ns: now_ns(),
             };
             if self.encode(&f, node).is_ok() {
-                let _ = self.send_to(node);
+                self.queue(node, Via::Dealer, None);
             }
         }
         // What the next run must start above (a small write to the run

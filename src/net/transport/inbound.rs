@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use slog::warn;
 
 use super::Transport;
+use super::batch::Via;
 use super::serve::Serving;
 use chimaera_proto::record::status;
 use chimaera_proto::sync::{coarse_now_ns, now_ns};
@@ -32,6 +33,10 @@ impl Transport {
             match self.router.recv_multipart(zmq::DONTWAIT) {
                 Ok(parts) => {
                     any = true;
+                    self.shared
+                        .counters
+                        .messages_in
+                        .fetch_add(1, Ordering::Relaxed);
                     self.on_router(parts);
                 }
                 Err(_) => break,
@@ -43,7 +48,16 @@ impl Transport {
                 match d.recv_bytes(zmq::DONTWAIT) {
                     Ok(bytes) => {
                         any = true;
-                        self.on_dealer(node as u32, &bytes);
+                        self.shared
+                            .counters
+                            .messages_in
+                            .fetch_add(1, Ordering::Relaxed);
+                        for piece in wire::split(&bytes) {
+                            match piece {
+                                Ok(frame) => self.on_dealer(node as u32, frame),
+                                Err(e) => self.drop_undecodable(e),
+                            }
+                        }
                     }
                     Err(_) => break,
                 }
@@ -63,14 +77,7 @@ impl Transport {
         let (hdr, frame) = match wire::decode(bytes, self.key.as_ref()) {
             Ok(x) => x,
             Err(e) => {
-                let counter = match e {
-                    DecodeError::MissingTag { .. } => &c.dropped_missing_tag,
-                    DecodeError::BadTag { .. } => &c.dropped_bad_tag,
-                    DecodeError::UnexpectedTag { .. } => &c.dropped_unexpected_tag,
-                    _ => &c.dropped_bad_frame,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                self.report_drop(&e.to_string());
+                self.drop_undecodable(e);
                 return None;
             }
         };
@@ -120,6 +127,20 @@ impl Transport {
         Some((hdr, frame))
     }
 
+    /// Counts (by kind) and reports a frame, or a piece of a message, that
+    /// does not decode.
+    fn drop_undecodable(&mut self, e: DecodeError) {
+        let c = &self.shared.counters;
+        let counter = match e {
+            DecodeError::MissingTag { .. } => &c.dropped_missing_tag,
+            DecodeError::BadTag { .. } => &c.dropped_bad_tag,
+            DecodeError::UnexpectedTag { .. } => &c.dropped_unexpected_tag,
+            _ => &c.dropped_bad_frame,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.report_drop(&e.to_string());
+    }
+
     fn report_drop(&mut self, why: &str) {
         let d = &mut self.drop_log;
         if d.last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -164,6 +185,17 @@ impl Transport {
             self.report_drop("a message from a connection that did not name a node: dropped");
             return;
         };
+        for piece in wire::split(bytes) {
+            match piece {
+                Ok(frame) => self.on_router_frame(claimed, frame),
+                Err(e) => self.drop_undecodable(e),
+            }
+        }
+    }
+
+    /// One frame of a message on the ROUTER from the connection that says
+    /// it is node `claimed`.
+    fn on_router_frame(&mut self, claimed: u32, bytes: &[u8]) {
         let Some((_, frame)) = self.admit(bytes, true, Some(claimed)) else {
             return;
         };
@@ -182,7 +214,7 @@ impl Transport {
                     echo_sent_ns: sent_ns,
                 };
                 if self.encode(&ack, src).is_ok() {
-                    self.answer(src);
+                    self.queue(src, Via::Router, None);
                 }
             }
             Frame::Task {
@@ -221,7 +253,7 @@ impl Transport {
                         message: &message,
                     };
                     if self.encode(&f, src).is_ok() {
-                        self.answer(src);
+                        self.queue(src, Via::Router, None);
                     }
                 }
             }
@@ -229,7 +261,8 @@ impl Transport {
         }
     }
 
-    /// A frame on the DEALER to `node`: an answer to what this node sent.
+    /// A frame of a message on the DEALER to `node`: an answer to what this
+    /// node sent.
     fn on_dealer(&mut self, node: u32, bytes: &[u8]) {
         let Some((_, frame)) = self.admit(bytes, false, Some(node)) else {
             return;

@@ -23,8 +23,10 @@
 //!   replay) and acting on it.
 //! - `serve`: running tasks here for peers (and a broadcast's local leg):
 //!   submitting them, handing them to the workers' lanes, answering.
+//! - `batch`: gathering what goes to a peer in one pass into one message.
 //! - `heartbeat`: heartbeats, peer epochs, peers going up and down.
 
+mod batch;
 mod heartbeat;
 mod inbound;
 mod outbound;
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use slog::{info, warn};
 
+use self::batch::Batch;
 use self::heartbeat::Dial;
 use self::inbound::DropLog;
 use self::outbound::{Broadcast, Pending};
@@ -221,6 +224,8 @@ impl Net {
             router_windows: vec![ReplayWindow::new(); n],
             dealer_windows: vec![ReplayWindow::new(); n],
             dialed: vec![Dial::new(chimaera_proto::sync::mono_ms()); n],
+            to_dealer: (0..n).map(|_| Batch::default()).collect(),
+            to_router: (0..n).map(|_| Batch::default()).collect(),
             next_id: 1,
             pending: HashMap::new(),
             serving: HashMap::new(),
@@ -313,6 +318,10 @@ struct Transport {
     /// Per peer: when our connection to it last carried an answer, and when
     /// it was last connected anew (see [`Transport::redial_if_one_way`]).
     dialed: Vec<Dial>,
+    /// What goes out at the end of this pass, per peer: on our DEALER to it,
+    /// and back through the ROUTER (see `batch`).
+    to_dealer: Vec<Batch>,
+    to_router: Vec<Batch>,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     serving: HashMap<u32, Serving>,
@@ -379,6 +388,7 @@ impl Transport {
             let took = self.take_net_lane(now);
             let got = self.receive_all();
             let ran = self.run_arrived(&mut exec, now) | (exec.poll(now) > 0);
+            self.flush();
             if self.stop.load(Ordering::Acquire) {
                 break;
             }

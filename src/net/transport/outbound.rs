@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Transport;
+use super::batch::Via;
 use super::serve::Serving;
 use crate::net::{Decision, PEER_UP};
 use chimaera_proto::broadcast::NodeReply;
@@ -183,7 +184,7 @@ impl Transport {
             payload: input,
         };
         self.encode(&f, node)?;
-        self.send_to(node)?;
+        self.queue(node, Via::Dealer, Some(id));
         self.shared
             .counters
             .tasks_forwarded

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::batch::Via;
 use super::{NET_WAKER, Transport};
 use chimaera_proto::record::{self, REF_CLIENT, status};
 use chimaera_proto::wire::Frame;
@@ -136,7 +137,7 @@ impl Transport {
                     payload: out,
                 };
                 if self.encode(&f, node).is_ok() {
-                    self.answer(node);
+                    self.queue(node, Via::Router, None);
                 }
             }
             Serving::Leg { bid } => {

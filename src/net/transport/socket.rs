@@ -1,7 +1,7 @@
 //! The network thread's sockets: setting up the ROUTER peers reach this node
 //! on, a DEALER per peer and the wake-up socket clients ring; encoding a
 //! frame and putting it on a DEALER (requests, heartbeats) or back through
-//! the ROUTER (answers).
+//! the ROUTER (answers), which `batch` gathers per peer.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -15,7 +15,7 @@ use crate::net::zap;
 use chimaera_proto::wire::{self, Frame, HeaderFields, MAX_FRAME};
 
 /// The routing id this node's DEALERs connect with (`chi-node-<id>`).
-fn identity(node: u32) -> Vec<u8> {
+pub(super) fn identity(node: u32) -> Vec<u8> {
     format!("chi-node-{node}").into_bytes()
 }
 
@@ -161,51 +161,5 @@ impl Transport {
         let hdr = self.next_header(dst);
         self.buf.clear();
         wire::encode(frame, &hdr, self.key.as_ref(), &mut self.buf).map_err(|e| e.to_string())
-    }
-
-    /// Sends the buffer to `dst` on its DEALER (requests and heartbeats).
-    pub(super) fn send_to(&mut self, dst: u32) -> Result<(), String> {
-        let Some(d) = &self.dealers[dst as usize] else {
-            return Err("no connection to that node".into());
-        };
-        match d.send(&self.buf[..], zmq::DONTWAIT) {
-            Ok(()) => {
-                self.shared
-                    .counters
-                    .frames_out
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.shared
-                    .counters
-                    .send_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(match e {
-                    zmq::Error::EAGAIN => "not connected, or its send queue is full".into(),
-                    e => e.to_string(),
-                })
-            }
-        }
-    }
-
-    /// Sends the buffer back to a peer through the ROUTER (answers).
-    pub(super) fn answer(&mut self, node: u32) {
-        let id = identity(node);
-        let parts: [&[u8]; 2] = [&id, &self.buf];
-        match self.router.send_multipart(parts, zmq::DONTWAIT) {
-            Ok(()) => {
-                self.shared
-                    .counters
-                    .frames_out
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.shared
-                    .counters
-                    .send_failed
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
     }
 }

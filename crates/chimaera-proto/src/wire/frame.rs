@@ -373,6 +373,85 @@ fn get_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// The length of the frame at the start of `buf`, read from its header, so
+/// that a message holding several frames back to back can be cut into them
+/// ([`split`]). Checks only what the length rests on (magic, version, header
+/// length, flags, body size limit, and that the frame is all there);
+/// [`decode`] checks the rest of each piece.
+pub fn frame_len(buf: &[u8]) -> Result<usize, DecodeError> {
+    let have = buf.len();
+    let m = have.min(MAGIC.len());
+    if buf[..m] != MAGIC[..m] {
+        let mut found = [0; 4];
+        found[..m].copy_from_slice(&buf[..m]);
+        return Err(DecodeError::BadMagic { found });
+    }
+    if have > 4 && buf[4] != WIRE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: buf[4] });
+    }
+    if have < HEADER_LEN {
+        return Err(DecodeError::Truncated {
+            need: HEADER_LEN,
+            have,
+        });
+    }
+    let flags = get_u16(buf, 6);
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(DecodeError::UnknownFlags { flags });
+    }
+    let body_len = get_u32(buf, BODY_LEN_AT);
+    if body_len as usize > MAX_BODY {
+        return Err(DecodeError::TooLarge { body_len });
+    }
+    let tagged = flags & FLAG_AUTHENTICATED != 0;
+    let len = HEADER_LEN + body_len as usize + if tagged { TAG_LEN } else { 0 };
+    if have < len {
+        return Err(DecodeError::Truncated { need: len, have });
+    }
+    Ok(len)
+}
+
+/// The frames of one message, in order: a message carries one frame or
+/// several back to back (a sender batches what it has queued for a peer).
+/// Each piece still goes through [`decode`] and the replay window on its
+/// own. A piece whose length cannot be read ends the iteration with that
+/// error: nothing after it can be found again.
+/// An empty message is malformed: its one item is an error.
+pub fn split(msg: &[u8]) -> Split<'_> {
+    Split {
+        rest: msg,
+        first: true,
+    }
+}
+
+/// The iterator [`split`] returns.
+pub struct Split<'a> {
+    rest: &'a [u8],
+    first: bool,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = Result<&'a [u8], DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() && !self.first {
+            return None;
+        }
+        self.first = false;
+        match frame_len(self.rest) {
+            Ok(n) => {
+                let (frame, rest) = self.rest.split_at(n);
+                self.rest = rest;
+                Some(Ok(frame))
+            }
+            Err(e) => {
+                self.rest = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Decodes exactly one frame occupying all of `buf`. With `key`, the frame
 /// must carry a valid tag; without, it must carry none. Never panics, never
 /// allocates; payloads borrow from `buf`.

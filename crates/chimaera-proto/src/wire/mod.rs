@@ -1,8 +1,11 @@
-//! The cluster's wire format: one versioned binary frame per message, its
+//! The cluster's wire format: versioned binary frames, their
 //! authentication, and replay protection. Pure: no sockets, no threads, no
 //! clock (reading the key file is the one piece of I/O, in
 //! [`ClusterKey::from_file`]). The ZeroMQ transport sends what [`encode`]
-//! writes as one message and hands every message it receives to [`decode`].
+//! writes, one frame per message or several back to back in one message
+//! (frames are self-delimiting by their header's `body_len` and tag flag),
+//! and cuts every message it receives into frames with [`split`] before
+//! handing each to [`decode`].
 //!
 //! # Frame layout
 //!
@@ -107,8 +110,13 @@
 //!
 //! - Set ZeroMQ's `ZMQ_MAXMSGSIZE` to [`MAX_FRAME`] so libzmq drops an
 //!   oversized message before allocating it; [`decode`] rejects it anyway.
-//! - Order per received message: [`decode`] → check `src_node`/`dst_node`
-//!   → [`ReplayWindow::admit`] on the window for `src_node` → dispatch. Count
+//! - A message is one or more whole frames back to back; an empty message
+//!   or one whose last piece is cut short is malformed ([`split`] ends with
+//!   the error; the frames before it stand on their own and are admitted).
+//!   Senders keep a batch under [`MAX_FRAME`] (a frame bigger than the batch
+//!   limit goes alone), so `ZMQ_MAXMSGSIZE` still bounds every message.
+//! - Order per received frame: [`split`] → [`decode`] → check
+//!   `src_node`/`dst_node` → [`ReplayWindow::admit`] on the window for `src_node` → dispatch. Count
 //!   each [`DecodeError`] and [`Replay`] (by variant) and drop the frame;
 //!   log at most a rate-limited line: the errors' `Display` text is written
 //!   for an operator.
@@ -129,7 +137,8 @@ mod tests;
 
 pub use frame::{
     DecodeError, EncodeError, FLAG_AUTHENTICATED, Frame, HEADER_LEN, Header, HeaderFields, Kind,
-    MAGIC, MAX_BODY, MAX_FRAME, Route, TAG_LEN, WIRE_VERSION, decode, encode,
+    MAGIC, MAX_BODY, MAX_FRAME, Route, Split, TAG_LEN, WIRE_VERSION, decode, encode, frame_len,
+    split,
 };
 pub use key::{ClusterKey, KeyError};
 pub use replay::{REPLAY_WINDOW, Replay, ReplayWindow, SeqCounter};

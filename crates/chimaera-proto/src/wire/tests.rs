@@ -748,9 +748,75 @@ fn randomized_garbage_never_panics() {
         if decode_is_canonical(&buf, key) {
             accepted += 1;
         }
+        // Cutting the same bytes as a batch never panics, and its pieces
+        // tile a prefix of the message.
+        let mut at = 0;
+        for piece in split(&buf) {
+            match piece {
+                Ok(p) => {
+                    assert_eq!(p, &buf[at..at + p.len()]);
+                    at += p.len();
+                }
+                Err(_) => break,
+            }
+        }
+        assert!(at <= buf.len());
     }
     // Unmutated frames with the matching key setting do get through.
     assert!(accepted > 1000, "only {accepted} accepted");
+}
+
+#[test]
+fn a_batch_splits_into_its_frames_in_order() {
+    let k = key();
+    for key in [None, Some(&k)] {
+        let mut msg = Vec::new();
+        let mut ends = Vec::new();
+        for (i, f) in samples().iter().enumerate() {
+            let hdr = HeaderFields {
+                seq: i as u64 + 1,
+                ..HDR
+            };
+            encode(f, &hdr, key, &mut msg).unwrap();
+            ends.push(msg.len());
+        }
+        let pieces: Vec<&[u8]> = split(&msg).map(|p| p.unwrap()).collect();
+        assert_eq!(pieces.len(), samples().len());
+        for (i, (piece, f)) in pieces.iter().zip(samples()).enumerate() {
+            assert_eq!(frame_len(piece), Ok(piece.len()));
+            let (h, back) = decode(piece, key).unwrap();
+            assert_eq!(h.seq, i as u64 + 1);
+            assert_eq!(back, f);
+        }
+        // A piece cut short ends the batch with an error; what came before
+        // it stands.
+        let cut = &msg[..ends[1] + 10];
+        let got: Vec<_> = split(cut).collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_ok() && got[1].is_ok());
+        assert!(matches!(got[2], Err(DecodeError::Truncated { .. })));
+        // Garbage after good frames: one error, then nothing.
+        let mut tail = msg[..ends[0]].to_vec();
+        tail.extend_from_slice(b"GARBAGE!");
+        tail.extend_from_slice(&msg[..ends[0]]);
+        let got: Vec<_> = split(&tail).collect();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[1], Err(DecodeError::BadMagic { .. })));
+    }
+    // An empty message is malformed, not a batch of nothing.
+    let got: Vec<_> = split(&[]).collect();
+    assert_eq!(
+        got,
+        vec![Err(DecodeError::Truncated {
+            need: HEADER_LEN,
+            have: 0
+        })]
+    );
+    // A body length past the limit is refused before anything is sliced.
+    let mut big = Vec::new();
+    encode(&samples()[0], &HDR, None, &mut big).unwrap();
+    big[BODY_LEN_AT..HEADER_LEN].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(frame_len(&big), Err(DecodeError::TooLarge { .. })));
 }
 
 /// `cargo test --release --lib wire::tests::bench -- --ignored --nocapture`
