@@ -300,6 +300,63 @@ fn every_lane_policy_spreads_or_keeps_tasks() {
     }
 }
 
+/// round_robin gives a caller that waits for each task alone a lane whose
+/// worker is pinned to another CPU than the caller's (sharing a CPU with
+/// the worker costs each round trip two context switches), and still
+/// spreads a pipelining caller over every lane.
+#[test]
+fn round_robin_keeps_a_waiting_caller_off_its_workers_cpu() {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let node = started(
+        "rrcpu",
+        "workers:\n  sched_threads: 4\nperformance:\n  lane_map_policy: round_robin\n",
+    );
+    let here = cpus[0];
+    let (stats, done_here) = std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(here), "pin the caller");
+            let c = node.client();
+            let before = c.stats().unwrap();
+            for _ in 0..1000 {
+                c.call(&Task::new(admin::POOL_ID, method::PING, &[])).unwrap();
+            }
+            let after = c.stats().unwrap();
+            let done: Vec<u64> = after
+                .workers
+                .iter()
+                .zip(&before.workers)
+                .map(|(a, b)| a.tasks_done - b.tasks_done)
+                .collect();
+            (after, done)
+        })
+        .join()
+        .unwrap()
+    });
+    let (mine, others): (Vec<_>, Vec<_>) = stats
+        .workers
+        .iter()
+        .zip(&done_here)
+        .partition(|(w, _)| w.cpu == here.id as u32);
+    assert!(!mine.is_empty() && !others.is_empty(), "{stats:?}");
+    // The first stats call may have gone anywhere; the pings did not.
+    let on_mine: u64 = mine.iter().map(|(_, d)| **d).sum();
+    let on_others: u64 = others.iter().map(|(_, d)| **d).sum();
+    assert!(
+        on_mine <= 1 && on_others >= 1000,
+        "pings on workers of the caller's CPU: {on_mine}, elsewhere: {on_others}"
+    );
+    // Run by run (64 tasks each), a waiting caller still moves between
+    // the lanes of the other CPU.
+    assert!(
+        others.iter().filter(|(_, d)| **d >= 64).count() >= 2,
+        "{done_here:?}"
+    );
+}
+
 /// An idle daemon with 8 workers sleeps: under 1% of one core.
 #[test]
 fn an_idle_daemon_costs_almost_nothing() {

@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) owner: u32,
     pub(crate) policy: u32,
     pub(crate) rr: AtomicU32,
+    /// The lane of the current `round_robin` run (see `pick_lane`).
+    pub(crate) rr_lane: AtomicU32,
     pub(crate) runtime_pid: u32,
     pub(crate) discovery: Discovery,
     /// Connected to the network thread's wake-up socket: tasks with a route
@@ -279,6 +281,7 @@ impl Client {
                 owner: slot as u32 + 1,
                 policy,
                 rr: AtomicU32::new(0),
+                rr_lane: AtomicU32::new(0),
                 runtime_pid,
                 discovery: disc,
                 net_wake,

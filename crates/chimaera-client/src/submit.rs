@@ -7,6 +7,22 @@ use super::*;
 /// before it moves to the next.
 pub const ROUND_ROBIN_RUN: u32 = 64;
 
+thread_local! {
+    /// Handles this thread made and has not dropped yet (a hint: a handle
+    /// dropped on another thread is counted off there, saturating at 0).
+    static OUTSTANDING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A handle was made on this thread.
+pub(crate) fn handle_made() {
+    OUTSTANDING.with(|c| c.set(c.get().saturating_add(1)));
+}
+
+/// A handle was dropped on this thread.
+pub(crate) fn handle_dropped() {
+    OUTSTANDING.with(|c| c.set(c.get().saturating_sub(1)));
+}
+
 impl Client {
     pub(crate) fn pick_lane(&self) -> u32 {
         let n = self.inner.view.lanes.len() as u32;
@@ -31,9 +47,54 @@ impl Client {
                 // would cost more than a lane choice is worth.
                 let next = self.inner.rr.load(Ordering::Relaxed);
                 self.inner.rr.store(next.wrapping_add(1), Ordering::Relaxed);
-                (next / ROUND_ROBIN_RUN) % n
+                if !next.is_multiple_of(ROUND_ROBIN_RUN) {
+                    let lane = self.inner.rr_lane.load(Ordering::Relaxed);
+                    if lane < n {
+                        return lane;
+                    }
+                }
+                let base = (next / ROUND_ROBIN_RUN) % n;
+                // A caller with nothing else out waits for this task: give
+                // it a lane it can wait on without sharing a CPU. One with
+                // tasks out (pipelining) spreads over every lane in turn.
+                // (The handle of the task being submitted counts already.)
+                let waiting_alone = OUTSTANDING.with(|c| c.get()) <= 1;
+                let lane = if waiting_alone {
+                    self.run_lane(base, n)
+                } else {
+                    base
+                };
+                self.inner.rr_lane.store(lane, Ordering::Relaxed);
+                lane
             }
         }
+    }
+
+    /// The lane for a new `round_robin` run: the first, from `base` on, whose
+    /// worker is not pinned to the CPU this thread runs on, if there is one.
+    /// A synchronous caller on its lane's worker's CPU can only submit, or
+    /// see its result, while the worker lets go of the CPU: each round trip
+    /// then costs two context switches (6-9 µs here) instead of a cache
+    /// line's trip between cores (0.3-0.5 µs). Once per run, so the look at
+    /// the CPU (a vDSO call) costs nothing per task; a thread the scheduler
+    /// moves mid-run is set right at the next run. The workers' CPUs come
+    /// from shared memory: only a hint, any value is harmless.
+    fn run_lane(&self, base: u32, n: u32) -> u32 {
+        // SAFETY: sched_getcpu takes no arguments and only reads the CPU
+        // number (from the vDSO); -1 on failure.
+        let here = unsafe { libc::sched_getcpu() };
+        let Ok(here) = u32::try_from(here) else {
+            return base;
+        };
+        let workers = self.inner.view.workers;
+        (0..n)
+            .map(|i| (base + i) % n)
+            .find(|&lane| {
+                workers
+                    .get(lane as usize)
+                    .is_none_or(|w| w.cpu.load(Ordering::Relaxed) != here)
+            })
+            .unwrap_or(base)
     }
 
     /// Submits a task; waits while its lane is full (back-pressure, never a
@@ -103,6 +164,7 @@ impl Client {
         if routed {
             inner.routed_out.fetch_add(1, Ordering::Relaxed);
         }
+        handle_made();
         let mut handle = TaskHandle {
             client: self,
             ticket: Ticket {
