@@ -322,7 +322,8 @@ fn round_robin_keeps_a_waiting_caller_off_its_workers_cpu() {
             let c = node.client();
             let before = c.stats().unwrap();
             for _ in 0..1000 {
-                c.call(&Task::new(admin::POOL_ID, method::PING, &[])).unwrap();
+                c.call(&Task::new(admin::POOL_ID, method::PING, &[]))
+                    .unwrap();
             }
             let after = c.stats().unwrap();
             let done: Vec<u64> = after

@@ -380,6 +380,7 @@ fn get_u64(b: &[u8], at: usize) -> u64 {
 /// [`decode`] checks the rest of each piece.
 pub fn frame_len(buf: &[u8]) -> Result<usize, DecodeError> {
     let have = buf.len();
+    // Garbage is reported as such even when short.
     let m = have.min(MAGIC.len());
     if buf[..m] != MAGIC[..m] {
         let mut found = [0; 4];
@@ -464,20 +465,12 @@ pub fn decode<'a>(
     key: Option<&ClusterKey>,
 ) -> Result<(Header, Frame<'a>), DecodeError> {
     let have = buf.len();
-    // Garbage is reported as such even when short.
-    let m = have.min(MAGIC.len());
-    if buf[..m] != MAGIC[..m] {
-        let mut found = [0; 4];
-        found[..m].copy_from_slice(&buf[..m]);
-        return Err(DecodeError::BadMagic { found });
-    }
-    if have > 4 && buf[4] != WIRE_VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: buf[4] });
-    }
-    if have < HEADER_LEN {
-        return Err(DecodeError::Truncated {
-            need: HEADER_LEN,
-            have,
+    // Magic, version, header length, flags, body size limit, total length.
+    let expected = frame_len(buf)?;
+    if have > expected {
+        return Err(DecodeError::LengthMismatch {
+            expected,
+            actual: have,
         });
     }
     let kind_byte = buf[5];
@@ -487,27 +480,8 @@ pub fn decode<'a>(
     let seq = get_u64(buf, 16);
     let dst_epoch = get_u64(buf, 24);
     let body_len = get_u32(buf, BODY_LEN_AT);
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(DecodeError::UnknownFlags { flags });
-    }
-    if body_len as usize > MAX_BODY {
-        return Err(DecodeError::TooLarge { body_len });
-    }
     let tagged = flags & FLAG_AUTHENTICATED != 0;
     let signed_len = HEADER_LEN + body_len as usize;
-    let expected = signed_len + if tagged { TAG_LEN } else { 0 };
-    if have < expected {
-        return Err(DecodeError::Truncated {
-            need: expected,
-            have,
-        });
-    }
-    if have > expected {
-        return Err(DecodeError::LengthMismatch {
-            expected,
-            actual: have,
-        });
-    }
     match (key, tagged) {
         (Some(_), false) => return Err(DecodeError::MissingTag { src_node }),
         (None, true) => return Err(DecodeError::UnexpectedTag { src_node }),
