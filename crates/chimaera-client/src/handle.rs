@@ -338,7 +338,7 @@ impl Ticket {
 
     /// Gives the record back (the runtime frees it when it is done too).
     fn release(&self, client: &Client) {
-        crate::submit::handle_dropped();
+        handle_dropped();
         let inner = &*client.inner;
         if self.routed {
             inner.routed_out.fetch_sub(1, Ordering::Relaxed);

@@ -64,6 +64,22 @@ pub use chimaera_proto::wire::Route;
 use discovery::Discovery;
 pub use locate::{Env, LoadOptions, Locator};
 
+thread_local! {
+    /// Handles this thread made and has not dropped yet (a hint: a handle
+    /// dropped on another thread is counted off there, saturating at 0).
+    static OUTSTANDING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A handle was made on this thread.
+fn handle_made() {
+    OUTSTANDING.with(|c| c.set(c.get().saturating_add(1)));
+}
+
+/// A handle was dropped on this thread.
+fn handle_dropped() {
+    OUTSTANDING.with(|c| c.set(c.get().saturating_sub(1)));
+}
+
 /// How often a sleeping waiter checks that the runtime still lives.
 pub const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// How long past its deadline a client waits for a task the runtime never

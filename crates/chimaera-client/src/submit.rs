@@ -7,22 +7,6 @@ use super::*;
 /// before it moves to the next.
 pub const ROUND_ROBIN_RUN: u32 = 64;
 
-thread_local! {
-    /// Handles this thread made and has not dropped yet (a hint: a handle
-    /// dropped on another thread is counted off there, saturating at 0).
-    static OUTSTANDING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// A handle was made on this thread.
-pub(crate) fn handle_made() {
-    OUTSTANDING.with(|c| c.set(c.get().saturating_add(1)));
-}
-
-/// A handle was dropped on this thread.
-pub(crate) fn handle_dropped() {
-    OUTSTANDING.with(|c| c.set(c.get().saturating_sub(1)));
-}
-
 impl Client {
     pub(crate) fn pick_lane(&self) -> u32 {
         let n = self.inner.view.lanes.len() as u32;
