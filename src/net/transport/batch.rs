@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Transport;
+use super::ready;
 use super::socket::identity;
 use chimaera_proto::record::status;
 
@@ -100,6 +101,12 @@ impl Transport {
                 self.router.send_multipart(parts, zmq::DONTWAIT)
             }
         };
+        // A send may take in the socket's commands, so its descriptor no
+        // longer tells of what arrived: read it on the next pass.
+        self.ready.mark(match via {
+            Via::Dealer => ready::dealer(node),
+            Via::Router => ready::ROUTER,
+        });
         let c = &self.shared.counters;
         match sent {
             Ok(()) => {

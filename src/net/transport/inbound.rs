@@ -12,6 +12,7 @@ use slog::warn;
 
 use super::Transport;
 use super::batch::Via;
+use super::ready;
 use super::serve::Serving;
 use chimaera_proto::record::status;
 use chimaera_proto::sync::{coarse_now_ns, now_ns};
@@ -25,10 +26,26 @@ pub(super) struct DropLog {
 }
 
 impl Transport {
-    /// Reads everything waiting on every socket; true if anything was.
+    /// Reads what waits on every socket that is readable or pending (see
+    /// `ready`); true if anything was.
     pub(super) fn receive_all(&mut self) -> bool {
+        self.ready.look();
         let mut any = false;
-        // Bounded per pass so notes and timers are not starved.
+        if self.ready.take(ready::ROUTER) {
+            any |= self.drain_router();
+        }
+        for node in 0..self.dealers.len() as u32 {
+            if self.ready.take(ready::dealer(node)) {
+                any |= self.drain_dealer(node);
+            }
+        }
+        any
+    }
+
+    /// Reads the ROUTER until it has nothing (or the per-pass bound, so
+    /// that notes and timers are not starved; it stays pending then).
+    fn drain_router(&mut self) -> bool {
+        let mut any = false;
         for _ in 0..256 {
             match self.router.recv_multipart(zmq::DONTWAIT) {
                 Ok(parts) => {
@@ -39,30 +56,38 @@ impl Transport {
                         .fetch_add(1, Ordering::Relaxed);
                     self.on_router(parts);
                 }
-                Err(_) => break,
+                Err(_) => return any,
             }
         }
-        for node in 0..self.dealers.len() {
-            for _ in 0..256 {
-                let Some(d) = &self.dealers[node] else { break };
-                match d.recv_bytes(zmq::DONTWAIT) {
-                    Ok(bytes) => {
-                        any = true;
-                        self.shared
-                            .counters
-                            .messages_in
-                            .fetch_add(1, Ordering::Relaxed);
-                        for piece in wire::split(&bytes) {
-                            match piece {
-                                Ok(frame) => self.on_dealer(node as u32, frame),
-                                Err(e) => self.drop_undecodable(e),
-                            }
+        self.ready.mark(ready::ROUTER);
+        any
+    }
+
+    /// The same for the DEALER to `node`.
+    fn drain_dealer(&mut self, node: u32) -> bool {
+        let mut any = false;
+        for _ in 0..256 {
+            let Some(d) = &self.dealers[node as usize] else {
+                return any;
+            };
+            match d.recv_bytes(zmq::DONTWAIT) {
+                Ok(bytes) => {
+                    any = true;
+                    self.shared
+                        .counters
+                        .messages_in
+                        .fetch_add(1, Ordering::Relaxed);
+                    for piece in wire::split(&bytes) {
+                        match piece {
+                            Ok(frame) => self.on_dealer(node, frame),
+                            Err(e) => self.drop_undecodable(e),
                         }
                     }
-                    Err(_) => break,
                 }
+                Err(_) => return any,
             }
         }
+        self.ready.mark(ready::dealer(node));
         any
     }
 

@@ -30,6 +30,7 @@ mod batch;
 mod heartbeat;
 mod inbound;
 mod outbound;
+mod ready;
 mod serve;
 mod socket;
 
@@ -188,6 +189,7 @@ impl Net {
         let port = cfg.zmq_port;
         let router = socket::open_router(&ctx, port, cfg.heartbeat)?;
         let dealers = socket::connect_dealers(&ctx, &cfg)?;
+        let ready = socket::readiness(&router, &dealers)?;
         let epoch = next_epoch(cfg.epoch_file.as_deref(), log);
         let wake = match &cfg.wake {
             Some((path, access)) => match socket::bind_wake(path, *access) {
@@ -226,6 +228,7 @@ impl Net {
             dialed: vec![Dial::new(chimaera_proto::sync::mono_ms()); n],
             to_dealer: (0..n).map(|_| Batch::default()).collect(),
             to_router: (0..n).map(|_| Batch::default()).collect(),
+            ready,
             next_id: 1,
             pending: HashMap::new(),
             serving: HashMap::new(),
@@ -322,6 +325,8 @@ struct Transport {
     /// and back through the ROUTER (see `batch`).
     to_dealer: Vec<Batch>,
     to_router: Vec<Batch>,
+    /// Which sockets to read (see `ready`).
+    ready: ready::Ready,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     serving: HashMap<u32, Serving>,
@@ -397,7 +402,7 @@ impl Transport {
                 continue;
             }
             // While a reply is due, look again instead of sleeping: waking
-            // from zmq_poll is a hand-off of 10-30 µs here, a tenth of a
+            // from poll(2) is a hand-off of 10-30 µs here, a tenth of a
             // loopback round trip. The yield gives the CPU to ZeroMQ's I/O
             // threads and the workers whenever they can run (a tight spin
             // cut pipelined throughput to a fifth); a node with nothing out
@@ -406,6 +411,11 @@ impl Transport {
                 && now_ns().saturating_sub(last_work) < POLL_WHILE_OUT.as_nanos() as u64
             {
                 std::thread::yield_now();
+                continue;
+            }
+            // A socket that must be read whatever its descriptor says: the
+            // next pass reads it, or its message would wait.
+            if self.ready.any_pending() {
                 continue;
             }
             // Sleep until a socket, a note, a client or the next timer. Both
@@ -438,21 +448,25 @@ impl Transport {
                 until = until.min(next_scan);
             }
             let timeout_ms = (until.saturating_sub(coarse_now_ns()) / 1_000_000).max(1) as i64;
-            let mut items = Vec::with_capacity(3 + self.dealers.len());
-            items.push(self.router.as_poll_item(zmq::POLLIN));
-            items.push(zmq::PollItem::from_fd(wake_fd, zmq::POLLIN));
+            let mut extra = vec![wake_fd];
             if let Some(w) = &self.wake {
-                items.push(zmq::PollItem::from_fd(w.as_raw_fd(), zmq::POLLIN));
+                extra.push(w.as_raw_fd());
             }
-            for d in self.dealers.iter().flatten() {
-                items.push(d.as_poll_item(zmq::POLLIN));
-            }
-            let _ = zmq::poll(&mut items, timeout_ms);
+            let mut fds = self.ready.sleep_set(&extra);
+            // SAFETY: fds is a live, exclusively borrowed Vec of pollfd of
+            // the length passed.
+            unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    timeout_ms.min(i64::from(i32::MAX)) as i32,
+                )
+            };
             // Drained only when readable: a wake-up by a socket or a timer
             // costs no system call more (each is a VM exit here).
-            let noted = items[1].is_readable();
-            let rung = self.wake.is_some() && items[2].is_readable();
-            drop(items);
+            let at = fds.len() - extra.len();
+            let noted = fds[at].revents & libc::POLLIN != 0;
+            let rung = self.wake.is_some() && fds[at + 1].revents & libc::POLLIN != 0;
             self.shared.sleeping.store(false, Ordering::SeqCst);
             net_lane.header.doorbell.store(0, Ordering::SeqCst);
             if noted {

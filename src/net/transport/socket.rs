@@ -119,6 +119,22 @@ pub(super) fn connect_dealers(
     Ok(dealers)
 }
 
+/// The sockets' `ZMQ_FD`s for [`super::ready::Ready`]: the ROUTER's, then
+/// each DEALER's (none for this node).
+pub(super) fn readiness(
+    router: &zmq::Socket,
+    dealers: &[Option<zmq::Socket>],
+) -> Result<super::ready::Ready, NetError> {
+    let mut fds = vec![Some(router.get_fd().map_err(NetError::Socket)?)];
+    for d in dealers {
+        fds.push(match d {
+            Some(d) => Some(d.get_fd().map_err(NetError::Socket)?),
+            None => None,
+        });
+    }
+    Ok(super::ready::Ready::new(fds))
+}
+
 impl Transport {
     /// Drops the connection to `node` and connects anew, which resolves its
     /// name again. For a peer that restarted: it may be at another address
@@ -132,6 +148,7 @@ impl Transport {
         };
         let ep = endpoint(&self.hosts[node as usize], self.zmq_port);
         self.dialed[node as usize].redialed_ms = chimaera_proto::sync::mono_ms();
+        self.ready.mark(super::ready::dealer(node));
         // Not connected (any more) is fine: connect is what matters.
         let _ = d.disconnect(&ep);
         if let Err(e) = d.connect(&ep) {
