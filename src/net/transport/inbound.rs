@@ -56,7 +56,7 @@ impl Transport {
                         .fetch_add(1, Ordering::Relaxed);
                     self.on_router(parts);
                 }
-                Err(_) => return any,
+                Err(e) => return self.stopped_reading(ready::ROUTER, e, any),
             }
         }
         self.ready.mark(ready::ROUTER);
@@ -84,10 +84,19 @@ impl Transport {
                         }
                     }
                 }
-                Err(_) => return any,
+                Err(e) => return self.stopped_reading(ready::dealer(node), e, any),
             }
         }
         self.ready.mark(ready::dealer(node));
+        any
+    }
+
+    /// A read of socket `i` failed with `e`: drained (EAGAIN), or cut
+    /// short by a signal, when it is read again on the next pass.
+    fn stopped_reading(&mut self, i: usize, e: zmq::Error, any: bool) -> bool {
+        if e == zmq::Error::EINTR {
+            self.ready.mark(i);
+        }
         any
     }
 

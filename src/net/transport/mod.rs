@@ -3,12 +3,13 @@
 //! Per peer it keeps one DEALER (connected at start, reconnected by ZeroMQ
 //! when a connection drops, and by us when the peer restarted or reaches us
 //! while our connection to it stays unanswered, as after a refused
-//! handshake, which libzmq does not retry) and two replay windows, one per direction of traffic: Task and Heartbeat
-//! frames only arrive on the ROUTER, Reply, Error and HeartbeatAck only on
-//! the DEALER, so a frame recorded on one connection cannot be replayed onto
-//! the other. A task sent on is tracked until its reply, its deadline or its
-//! peer going down, whichever comes first; a task received is submitted to a
-//! lane as a runtime-owned record whose completion is posted back here.
+//! handshake, which libzmq does not retry) and two replay windows, one per
+//! direction of traffic: Task and Heartbeat frames only arrive on the
+//! ROUTER, Reply, Error and HeartbeatAck only on the DEALER, so a frame
+//! recorded on one connection cannot be replayed onto the other. A task
+//! sent on is tracked until its reply, its deadline or its peer going down,
+//! whichever comes first; a task received is submitted to a lane as a
+//! runtime-owned record whose completion is posted back here.
 //!
 //! This file holds [`Net`] (start and stop), [`NetConfig`], the thread's
 //! state (`Transport`) and its main loop, and what it does on stopping.
@@ -24,6 +25,7 @@
 //! - `serve`: running tasks here for peers (and a broadcast's local leg):
 //!   submitting them, handing them to the workers' lanes, answering.
 //! - `batch`: gathering what goes to a peer in one pass into one message.
+//! - `ready`: which sockets to read, from one poll(2) of their `ZMQ_FD`s.
 //! - `heartbeat`: heartbeats, peer epochs, peers going up and down.
 
 mod batch;
