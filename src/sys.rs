@@ -180,3 +180,36 @@ pub fn eventfd_drain(fd: BorrowedFd<'_>) {
     // SAFETY: reads 8 bytes into a live u64; EAGAIN (already zero) is fine.
     let _ = unsafe { libc::read(fd.as_raw_fd(), (&raw mut v).cast(), 8) };
 }
+
+/// A TCP port nobody listens on now, for a daemon the caller is about to
+/// start (the benches' and the tests'), chosen below the kernel's ephemeral
+/// range (`net.ipv4.ip_local_port_range`). A port from bind(0) comes from
+/// that range, which outgoing connections draw their source ports from: on
+/// a host where daemons connect to each other, one could take the port
+/// between this choice and the daemon's bind ("zmq_port ... is already in
+/// use"). Random, so that processes choosing at once rarely meet; checked
+/// free on every address, as the daemon binds it.
+pub fn free_listen_port() -> io::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FROM: u16 = 10_000;
+    if low > FROM + 1000 {
+        let span = u64::from(low - FROM);
+        let mut x = chimaera_proto::sync::now_ns() ^ (u64::from(pid()) << 32) | 1;
+        for _ in 0..256 {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = FROM + (x % span) as u16;
+            if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

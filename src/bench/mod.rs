@@ -207,12 +207,9 @@ pub(crate) struct BenchDaemon {
 /// The memory section of a bench daemon: room for a million tasks in flight.
 const BENCH_MEMORY: &str = "  main_segment_size: 64M\n  client_data_segment_size: 32M\n  runtime_data_segment_size: 32M\n  shm_size: 128M\n";
 
-/// A TCP port nobody listens on right now.
+/// A TCP port nobody listens on right now ([`crate::sys::free_listen_port`]).
 pub(crate) fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())
-        .map(|a| a.port())
+    crate::sys::free_listen_port().map_err(|e| format!("no free TCP port: {e}"))
 }
 
 impl BenchDaemon {

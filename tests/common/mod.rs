@@ -15,11 +15,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    chimaera::sys::free_listen_port().unwrap()
 }
 
 pub struct Node {
