@@ -31,6 +31,7 @@ from ._chimaera import (
     __version__,
     wait_all,
 )
+from . import errors
 from .errors import (
     BadInput,
     ChimaeraError,
@@ -87,22 +88,9 @@ __all__ = [
     "TaskBatch",
     "wait_all",
     "__version__",
-    "ChimaeraError",
-    "NotRunning",
-    "VersionMismatch",
-    "QueueFull",
-    "TimedOut",
-    "RuntimeGone",
-    "Stopping",
-    "NoSuchPool",
-    "NodeUnavailable",
-    "ModuleError",
-    "NoSuchMethod",
-    "BadInput",
-    "PermissionDenied",
-    "TooManyClients",
-    "ConfigError",
 ]
+# The exceptions, as errors.py lists them (one list to keep).
+__all__ += errors.__all__
 
 # A TaskBatch is a sequence of Tasks (len, index, iterate, in, reversed).
 collections.abc.Sequence.register(TaskBatch)
