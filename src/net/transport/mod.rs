@@ -191,7 +191,7 @@ impl Net {
         let port = cfg.zmq_port;
         let router = socket::open_router(&ctx, port, cfg.heartbeat)?;
         let dealers = socket::connect_dealers(&ctx, &cfg)?;
-        let ready = socket::readiness(&router, &dealers)?;
+        let mut ready = socket::readiness(&router, &dealers)?;
         let epoch = next_epoch(cfg.epoch_file.as_deref(), log);
         let wake = match &cfg.wake {
             Some((path, access)) => match socket::bind_wake(path, *access) {
@@ -209,6 +209,17 @@ impl Net {
             None => None,
         };
         let wake_path = wake.as_ref().map(|(_, p)| p.clone());
+        let noted = ready
+            .watch(shared.wake.as_raw_fd())
+            .map_err(|e| NetError::Setup(format!("epoll: {e}")))?;
+        let rung = match &wake {
+            Some((s, _)) => Some(
+                ready
+                    .watch(s.as_raw_fd())
+                    .map_err(|e| NetError::Setup(format!("epoll: {e}")))?,
+            ),
+            None => None,
+        };
         let n = shared.nodes as usize;
         let key_fingerprint = cfg.key.as_ref().map(ClusterKey::fingerprint);
         let stop = Arc::new(AtomicBool::new(false));
@@ -231,6 +242,8 @@ impl Net {
             to_dealer: (0..n).map(|_| Batch::default()).collect(),
             to_router: (0..n).map(|_| Batch::default()).collect(),
             ready,
+            noted,
+            rung,
             next_id: 1,
             pending: HashMap::new(),
             serving: HashMap::new(),
@@ -329,6 +342,10 @@ struct Transport {
     to_router: Vec<Batch>,
     /// Which sockets to read (see `ready`).
     ready: ready::Ready,
+    /// `ready`'s numbers for the descriptors that wake the thread: the
+    /// eventfd of notes, and the clients' wake-up socket.
+    noted: usize,
+    rung: Option<usize>,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     serving: HashMap<u32, Serving>,
@@ -358,7 +375,6 @@ impl Transport {
         let mut next_scan = 0u64;
         let mut next_check = 0u64;
         let alone = self.shared.nodes <= 1;
-        let wake_fd = self.shared.wake.as_raw_fd();
         let mut last_work = now_ns();
         loop {
             passes += 1;
@@ -450,25 +466,11 @@ impl Transport {
                 until = until.min(next_scan);
             }
             let timeout_ms = (until.saturating_sub(coarse_now_ns()) / 1_000_000).max(1) as i64;
-            let mut extra = vec![wake_fd];
-            if let Some(w) = &self.wake {
-                extra.push(w.as_raw_fd());
-            }
-            let mut fds = self.ready.sleep_set(&extra);
-            // SAFETY: fds is a live, exclusively borrowed Vec of pollfd of
-            // the length passed.
-            unsafe {
-                libc::poll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    timeout_ms.min(i64::from(i32::MAX)) as i32,
-                )
-            };
+            self.ready.sleep(timeout_ms.min(i64::from(i32::MAX)) as i32);
             // Drained only when readable: a wake-up by a socket or a timer
             // costs no system call more (each is a VM exit here).
-            let at = fds.len() - extra.len();
-            let noted = fds[at].revents & libc::POLLIN != 0;
-            let rung = self.wake.is_some() && fds[at + 1].revents & libc::POLLIN != 0;
+            let noted = self.ready.fired(self.noted);
+            let rung = self.rung.is_some_and(|k| self.ready.fired(k));
             self.shared.sleeping.store(false, Ordering::SeqCst);
             net_lane.header.doorbell.store(0, Ordering::SeqCst);
             if noted {

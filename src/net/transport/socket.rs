@@ -132,7 +132,7 @@ pub(super) fn readiness(
             None => None,
         });
     }
-    Ok(super::ready::Ready::new(fds))
+    super::ready::Ready::new(fds).map_err(|e| NetError::Setup(format!("epoll: {e}")))
 }
 
 impl Transport {
