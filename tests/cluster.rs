@@ -786,7 +786,7 @@ fn pipelined_remote_tasks_travel_in_batches_and_each_gets_its_answer() {
 /// few ms, which is why the bound is 3.1).
 #[test]
 fn bench_cluster_reports_broadcast_idle_cpu_and_loss() {
-    let out = std::process::Command::new(common::BIN)
+    let child = std::process::Command::new(common::BIN)
         .args([
             "bench",
             "cluster",
@@ -798,8 +798,12 @@ fn bench_cluster_reports_broadcast_idle_cpu_and_loss() {
             "2",
             "--json",
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -813,8 +817,32 @@ fn bench_cluster_reports_broadcast_idle_cpu_and_loss() {
         "broadcast_rtt_p50_ns",
         "broadcast_rtt_p99_ns",
         "remote_rtt_p50_ns",
+        "raw_zmq_broadcast_rtt_p50_ns",
+        "raw_zmq_remote_rtt_p50_ns",
     ] {
         assert!(p[k].as_u64().unwrap() > 0, "{k}: {v}");
+    }
+    // The ratios are what their parts give.
+    let ratio = |a: &str, b: &str| p[a].as_f64().unwrap() / p[b].as_f64().unwrap();
+    for (r, a, b) in [
+        (
+            "broadcast_over_remote",
+            "broadcast_rtt_p50_ns",
+            "remote_rtt_p50_ns",
+        ),
+        (
+            "raw_zmq_broadcast_over_remote",
+            "raw_zmq_broadcast_rtt_p50_ns",
+            "raw_zmq_remote_rtt_p50_ns",
+        ),
+        (
+            "broadcast_over_raw_zmq",
+            "broadcast_rtt_p50_ns",
+            "raw_zmq_broadcast_rtt_p50_ns",
+        ),
+    ] {
+        let got = p[r].as_f64().unwrap();
+        assert!((got - ratio(a, b)).abs() < 1e-6, "{r}: {v}");
     }
     let loss = p["loss_seen_heartbeats_max"].as_f64().unwrap();
     assert!(
@@ -829,4 +857,15 @@ fn bench_cluster_reports_broadcast_idle_cpu_and_loss() {
         .filter(|e| e.file_name().to_string_lossy().contains("_c3n"))
         .count();
     assert_eq!(left, 0, "the bench left segments in /dev/shm");
+    // Nor its plain ZeroMQ echo processes.
+    let echoes = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let c = String::from_utf8_lossy(c);
+            c.contains("zmq-echo") && c.contains(&format!("\0{pid}\0"))
+        })
+        .count();
+    assert_eq!(echoes, 0, "the bench left its echo processes running");
 }

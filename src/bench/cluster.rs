@@ -3,12 +3,21 @@
 //! trip against a single remote round trip measured in the same run, the
 //! CPU an idle daemon spends with N-1 peers heartbeating, and how long the
 //! others take to see one of them gone.
+//!
+//! Beside the daemons, the same shape in plain ZeroMQ, measured in
+//! alternation with them: N-1 echo processes (a ROUTER each, in a context
+//! of its own, so each has its own I/O thread as a daemon has) and DEALERs
+//! to all of them in this process. Its broadcast over its single round trip
+//! is the floor a transport on ZeroMQ meets on the machine: a message on
+//! ZeroMQ crosses three threads on the side that answers it (the I/O
+//! thread receiving, the thread answering, the I/O thread sending), so on
+//! a machine with fewer CPUs than legs the legs queue for the CPUs.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{BenchDaemon, free_port, percentile};
+use super::{BenchDaemon, free_port, percentile, remote};
 use crate::modules::admin;
 use chimaera_client::{Client, Task};
 use chimaera_proto::sync::now_ns;
@@ -34,6 +43,13 @@ pub struct ClusterPoint {
     /// in heartbeat intervals: the slowest node (target: within 3).
     pub loss_seen_heartbeats_max: f64,
     pub loss_seen_heartbeats_min: f64,
+    /// Plain ZeroMQ in the same run (see the module's doc): a request to
+    /// N-1 echo processes and every answer back, and one to a single one.
+    pub raw_zmq_broadcast_rtt_p50_ns: u64,
+    pub raw_zmq_remote_rtt_p50_ns: u64,
+    pub raw_zmq_broadcast_over_remote: f64,
+    /// Our broadcast p50 over plain ZeroMQ's.
+    pub broadcast_over_raw_zmq: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +94,107 @@ fn sees(client: &Client, node: u32, state: &str) -> bool {
                 .find(|p| p.node == node)
                 .is_some_and(|p| p.state == state)
         })
+}
+
+/// Plain ZeroMQ in the cluster's shape (see the module's doc).
+struct RawCluster {
+    echoes: Vec<std::process::Child>,
+    dealers: Vec<zmq::Socket>,
+    req: Vec<u8>,
+    _ctx: zmq::Context,
+}
+
+impl RawCluster {
+    /// `peers` echo processes, each answering with our reply's size.
+    fn start(peers: u32) -> Result<RawCluster, String> {
+        let (req_len, rep_len) = remote::frame_sizes();
+        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+        let ctx = zmq::Context::new();
+        let mut raw = RawCluster {
+            echoes: Vec::new(),
+            dealers: Vec::new(),
+            req: vec![1u8; req_len],
+            _ctx: ctx.clone(),
+        };
+        let zerr = |e: zmq::Error| e.to_string();
+        for _ in 0..peers {
+            let port = free_port()?;
+            let child = std::process::Command::new(&exe)
+                .args(["bench", "zmq-echo", "--port"])
+                .arg(port.to_string())
+                .arg("--reply-len")
+                .arg(rep_len.to_string())
+                .arg("--parent")
+                .arg(std::process::id().to_string())
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+            raw.echoes.push(child);
+            let d = ctx.socket(zmq::DEALER).map_err(zerr)?;
+            d.set_linger(0).map_err(zerr)?;
+            // Connecting before the echo binds is fine: ZeroMQ retries.
+            d.connect(&format!("tcp://127.0.0.1:{port}"))
+                .map_err(zerr)?;
+            raw.dealers.push(d);
+        }
+        Ok(raw)
+    }
+
+    fn remote(&self) -> Result<u64, String> {
+        let t = now_ns();
+        let d = &self.dealers[0];
+        d.send(&self.req[..], 0).map_err(|e| e.to_string())?;
+        d.recv_bytes(0).map_err(|e| e.to_string())?;
+        Ok(now_ns() - t)
+    }
+
+    fn broadcast(&self) -> Result<u64, String> {
+        let t = now_ns();
+        for d in &self.dealers {
+            d.send(&self.req[..], 0).map_err(|e| e.to_string())?;
+        }
+        for d in &self.dealers {
+            d.recv_bytes(0).map_err(|e| e.to_string())?;
+        }
+        Ok(now_ns() - t)
+    }
+}
+
+impl Drop for RawCluster {
+    fn drop(&mut self) {
+        for c in &mut self.echoes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `chimaera bench zmq-echo`: one echo process of [`RawCluster`], until
+/// its parent is gone or kills it.
+pub fn zmq_echo(port: u16, reply_len: usize, parent: u32) -> Result<(), String> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no
+    // memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The parent may have gone before the line above took effect.
+    if std::os::unix::process::parent_id() != parent {
+        return Ok(());
+    }
+    let zerr = |e: zmq::Error| e.to_string();
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER).map_err(zerr)?;
+    router.set_linger(0).map_err(zerr)?;
+    router
+        .bind(&format!("tcp://127.0.0.1:{port}"))
+        .map_err(zerr)?;
+    let reply = vec![0u8; reply_len];
+    loop {
+        let parts = router.recv_multipart(0).map_err(zerr)?;
+        if let [id, _] = &parts[..] {
+            router
+                .send_multipart([&id[..], &reply[..]], 0)
+                .map_err(zerr)?;
+        }
+    }
 }
 
 fn point(
@@ -129,13 +246,20 @@ fn point(
     let c0 = &clients[0];
     let to_one = Task::new(admin::POOL_ID, admin::method::PING, &[]).on_node(1);
     let everyone = Task::new(admin::POOL_ID, admin::method::PING, &[]);
+    let raw = RawCluster::start(n - 1)?;
     for _ in 0..200 {
         c0.call(&to_one).map_err(|e| e.to_string())?;
         c0.broadcast(&everyone).map_err(|e| e.to_string())?;
+        raw.remote()?;
+        raw.broadcast()?;
     }
-    // Alternate, so that both see the same machine.
+    // Alternate, so that all see the same machine.
     let (mut remote, mut bcast) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    let (mut raw_remote, mut raw_bcast) =
+        (Vec::with_capacity(samples), Vec::with_capacity(samples));
     for _ in 0..samples {
+        raw_remote.push(raw.remote()?);
+        raw_bcast.push(raw.broadcast()?);
         let t = now_ns();
         c0.call(&to_one).map_err(|e| e.to_string())?;
         remote.push(now_ns() - t);
@@ -146,8 +270,10 @@ fn point(
             return Err(format!("a broadcast did not reach all {n} nodes"));
         }
     }
-    remote.sort_unstable();
-    bcast.sort_unstable();
+    drop(raw);
+    for v in [&mut remote, &mut bcast, &mut raw_remote, &mut raw_bcast] {
+        v.sort_unstable();
+    }
 
     // Idle: nothing but heartbeats.
     let pids: Vec<u32> = daemons.iter().map(|d| d.pid()).collect();
@@ -205,6 +331,10 @@ fn point(
         idle_cpu_pct_max: pct.iter().copied().fold(0.0, f64::max),
         loss_seen_heartbeats_max: beats.iter().copied().fold(0.0, f64::max),
         loss_seen_heartbeats_min: beats.iter().copied().fold(f64::MAX, f64::min),
+        raw_zmq_broadcast_rtt_p50_ns: p50(&raw_bcast),
+        raw_zmq_remote_rtt_p50_ns: p50(&raw_remote),
+        raw_zmq_broadcast_over_remote: p50(&raw_bcast) as f64 / p50(&raw_remote).max(1) as f64,
+        broadcast_over_raw_zmq: p50(&bcast) as f64 / p50(&raw_bcast).max(1) as f64,
     })
 }
 

@@ -42,7 +42,7 @@ pub struct RemoteReport {
 }
 
 /// The wire sizes of a no-op task and its reply.
-fn frame_sizes() -> (usize, usize) {
+pub(super) fn frame_sizes() -> (usize, usize) {
     let hdr = HeaderFields {
         src_node: 0,
         dst_node: 1,

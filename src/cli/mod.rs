@@ -213,6 +213,17 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One plain ZeroMQ echo process of `bench cluster`, which starts it.
+    #[command(hide = true)]
+    ZmqEcho {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        reply_len: usize,
+        /// The bench's pid: the echo ends with it.
+        #[arg(long)]
+        parent: u32,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -432,6 +443,17 @@ pub fn main_with_registry(
                 )
             })
         }
+        Command::Bench(BenchCommand::ZmqEcho {
+            port,
+            reply_len,
+            parent,
+        }) => match crate::bench::cluster::zmq_echo(port, reply_len, parent) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                fail!("bench zmq-echo: {}", e);
+                exit::SOFTWARE
+            }
+        },
         Command::Bench(BenchCommand::Cluster {
             nodes,
             heartbeat_ms,
@@ -445,12 +467,15 @@ pub fn main_with_registry(
                     .iter()
                     .map(|p| {
                         format!(
-                            "{} nodes: broadcast p50 {} ns p99 {} ns, remote p50 {} ns ({:.2}x) | idle CPU {:.2}% mean {:.2}% max | loss seen in {:.2}-{:.2} heartbeats",
+                            "{} nodes: broadcast p50 {} ns p99 {} ns, remote p50 {} ns ({:.2}x; plain ZeroMQ {} / {} ns, {:.2}x) | idle CPU {:.2}% mean {:.2}% max | loss seen in {:.2}-{:.2} heartbeats",
                             p.nodes,
                             p.broadcast_rtt_p50_ns,
                             p.broadcast_rtt_p99_ns,
                             p.remote_rtt_p50_ns,
                             p.broadcast_over_remote,
+                            p.raw_zmq_broadcast_rtt_p50_ns,
+                            p.raw_zmq_remote_rtt_p50_ns,
+                            p.raw_zmq_broadcast_over_remote,
                             p.idle_cpu_pct_mean,
                             p.idle_cpu_pct_max,
                             p.loss_seen_heartbeats_min,
