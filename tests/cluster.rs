@@ -864,7 +864,7 @@ fn bench_cluster_reports_broadcast_idle_cpu_and_loss() {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .filter(|c| {
             let c = String::from_utf8_lossy(c);
-            c.contains("zmq-echo") && c.contains(&format!("\0{pid}\0"))
+            c.starts_with("chimaera-bench-zmq-echo\0") && c.ends_with(&format!("\0{pid}\0"))
         })
         .count();
     assert_eq!(echoes, 0, "the bench left its echo processes running");

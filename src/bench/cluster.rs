@@ -13,6 +13,7 @@
 //! thread receiving, the thread answering, the I/O thread sending), so on
 //! a machine with fewer CPUs than legs the legs queue for the CPUs.
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -120,11 +121,9 @@ impl RawCluster {
         for _ in 0..peers {
             let port = free_port()?;
             let child = std::process::Command::new(&exe)
-                .args(["bench", "zmq-echo", "--port"])
+                .arg0(ZMQ_ECHO_ARG0)
                 .arg(port.to_string())
-                .arg("--reply-len")
                 .arg(rep_len.to_string())
-                .arg("--parent")
                 .arg(std::process::id().to_string())
                 .stdin(std::process::Stdio::null())
                 .spawn()
@@ -169,9 +168,40 @@ impl Drop for RawCluster {
     }
 }
 
-/// `chimaera bench zmq-echo`: one echo process of [`RawCluster`], until
-/// its parent is gone or kills it.
-pub fn zmq_echo(port: u16, reply_len: usize, parent: u32) -> Result<(), String> {
+/// The name (`argv[0]`) an echo process of [`RawCluster`] is started
+/// under, with its port, reply size and parent's pid as arguments.
+pub const ZMQ_ECHO_ARG0: &str = "chimaera-bench-zmq-echo";
+
+/// An echo process's `main`: its exit status.
+pub fn zmq_echo_main(args: &[std::ffi::OsString]) -> u8 {
+    let nums: Option<Vec<u64>> = args
+        .iter()
+        .map(|a| a.to_str().and_then(|a| a.parse().ok()))
+        .collect();
+    let [port, reply_len, parent] = nums.as_deref().unwrap_or_default() else {
+        eprintln!(
+            "usage: {ZMQ_ECHO_ARG0} PORT REPLY_LEN PARENT_PID (started by `chimaera bench cluster`)"
+        );
+        return crate::exit::USAGE;
+    };
+    match (u16::try_from(*port), u32::try_from(*parent)) {
+        (Ok(port), Ok(parent)) => match zmq_echo(port, *reply_len as usize, parent) {
+            Ok(()) => crate::exit::OK,
+            Err(e) => {
+                eprintln!("{ZMQ_ECHO_ARG0}: {e}");
+                crate::exit::SOFTWARE
+            }
+        },
+        _ => {
+            eprintln!("{ZMQ_ECHO_ARG0}: port or pid out of range");
+            crate::exit::USAGE
+        }
+    }
+}
+
+/// One echo process of [`RawCluster`], until its parent is gone or kills
+/// it.
+fn zmq_echo(port: u16, reply_len: usize, parent: u32) -> Result<(), String> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no
     // memory of ours.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };

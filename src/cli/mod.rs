@@ -213,17 +213,6 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One plain ZeroMQ echo process of `bench cluster`, which starts it.
-    #[command(hide = true)]
-    ZmqEcho {
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        reply_len: usize,
-        /// The bench's pid: the echo ends with it.
-        #[arg(long)]
-        parent: u32,
-    },
 }
 
 #[derive(Args, Debug)]
@@ -311,6 +300,15 @@ pub fn main_with_registry(
     args: impl IntoIterator<Item = OsString>,
     registry: crate::engine::pools::Registry,
 ) -> u8 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `bench cluster`'s echo processes: started under a name of their own
+    // rather than as a subcommand, which every shell's completion would
+    // offer.
+    if args.first().is_some_and(|a0| {
+        std::path::Path::new(a0).file_name() == Some(crate::bench::cluster::ZMQ_ECHO_ARG0.as_ref())
+    }) {
+        return crate::bench::cluster::zmq_echo_main(&args[1..]);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -443,17 +441,6 @@ pub fn main_with_registry(
                 )
             })
         }
-        Command::Bench(BenchCommand::ZmqEcho {
-            port,
-            reply_len,
-            parent,
-        }) => match crate::bench::cluster::zmq_echo(port, reply_len, parent) {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                fail!("bench zmq-echo: {}", e);
-                exit::SOFTWARE
-            }
-        },
         Command::Bench(BenchCommand::Cluster {
             nodes,
             heartbeat_ms,
