@@ -25,7 +25,7 @@
 //! - `serve`: running tasks here for peers (and a broadcast's local leg):
 //!   submitting them, handing them to the workers' lanes, answering.
 //! - `batch`: gathering what goes to a peer in one pass into one message.
-//! - `ready`: which sockets to read, from one poll(2) of their `ZMQ_FD`s.
+//! - `ready`: which sockets to read, from one epoll set of their `ZMQ_FD`s.
 //! - `heartbeat`: heartbeats, peer epochs, peers going up and down.
 
 mod batch;
@@ -209,15 +209,9 @@ impl Net {
             None => None,
         };
         let wake_path = wake.as_ref().map(|(_, p)| p.clone());
-        let noted = ready
-            .watch(shared.wake.as_raw_fd())
-            .map_err(|e| NetError::Setup(format!("epoll: {e}")))?;
+        let noted = ready.watch(shared.wake.as_raw_fd())?;
         let rung = match &wake {
-            Some((s, _)) => Some(
-                ready
-                    .watch(s.as_raw_fd())
-                    .map_err(|e| NetError::Setup(format!("epoll: {e}")))?,
-            ),
+            Some((s, _)) => Some(ready.watch(s.as_raw_fd())?),
             None => None,
         };
         let n = shared.nodes as usize;
@@ -420,7 +414,7 @@ impl Transport {
                 continue;
             }
             // While a reply is due, look again instead of sleeping: waking
-            // from poll(2) is a hand-off of 10-30 µs here, a tenth of a
+            // from epoll_wait is a hand-off of 10-30 µs here, a tenth of a
             // loopback round trip. The yield gives the CPU to ZeroMQ's I/O
             // threads and the workers whenever they can run (a tight spin
             // cut pipelined throughput to a fifth); a node with nothing out

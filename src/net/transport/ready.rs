@@ -25,6 +25,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::net::NetError;
+
+fn setup_error(e: io::Error) -> NetError {
+    NetError::Setup(format!("epoll: {e}"))
+}
+
 /// The router's index; DEALER `node`'s is `1 + node`.
 pub(super) const ROUTER: usize = 0;
 
@@ -48,7 +54,11 @@ pub(super) struct Ready {
 impl Ready {
     /// `fds[i]` is socket i's `ZMQ_FD`, or None for no socket (this node's
     /// own DEALER slot). Every socket starts pending.
-    pub(super) fn new(fds: Vec<Option<RawFd>>) -> io::Result<Ready> {
+    pub(super) fn new(fds: Vec<Option<RawFd>>) -> Result<Ready, NetError> {
+        Ready::open(fds).map_err(setup_error)
+    }
+
+    fn open(fds: Vec<Option<RawFd>>) -> io::Result<Ready> {
         // SAFETY: epoll_create1 has no memory preconditions; a descriptor it
         // returns is ours alone.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -89,9 +99,10 @@ impl Ready {
     /// Watches a descriptor that is not a socket's (a wake-up), for
     /// [`Ready::sleep`] to report; returns its number for
     /// [`Ready::fired`]. `fd` must stay open as long as this set.
-    pub(super) fn watch(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub(super) fn watch(&mut self, fd: RawFd) -> Result<usize, NetError> {
         let k = self.extra.len();
-        self.add(fd, (self.pending.len() + k) as u64)?;
+        self.add(fd, (self.pending.len() + k) as u64)
+            .map_err(setup_error)?;
         self.extra.push(false);
         Ok(k)
     }

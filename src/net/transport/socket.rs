@@ -132,7 +132,7 @@ pub(super) fn readiness(
             None => None,
         });
     }
-    super::ready::Ready::new(fds).map_err(|e| NetError::Setup(format!("epoll: {e}")))
+    super::ready::Ready::new(fds)
 }
 
 impl Transport {
